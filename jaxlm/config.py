@@ -1,0 +1,216 @@
+"""Typed run configuration.
+
+Experiment files (`experiments/*.py`) return an ml_collections ConfigDict; it
+is turned into these frozen dataclasses once, at the boundary, and checked
+there. Every module takes the dataclasses, never the ConfigDict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+  """A setting that cannot work; the message names the setting and the fix."""
+
+
+class DataSource(enum.Enum):
+  TFDS = 'tfds'
+  FILES = 'files'
+
+
+class TokenizerKind(enum.Enum):
+  CHAR = 'char'
+  BYTE = 'byte'
+  SENTENCEPIECE = 'sentencepiece'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  num_layers: int
+  num_heads: int
+  d_model: int
+  d_ff: int
+  max_len: int
+  dropout: float
+  dtype: str  # compute dtype; parameters are always float32
+  vocab_size: int  # 0: the tokenizer's size rounded up to vocab_multiple
+  vocab_multiple: int
+  tie_embeddings: bool
+  use_bias: bool
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  source: DataSource
+  dataset: str  # TFDS name, e.g. tiny_shakespeare or lm1b
+  text_key: str  # TFDS feature holding the text
+  train_split: str
+  eval_split: str
+  manual_dir: str  # TFDS DownloadConfig(manual_dir=...) for offline prepare
+  tfds_data_dir: str  # '' = TFDS default (~/tensorflow_datasets)
+  train_files: str  # glob, with source=files
+  eval_files: str  # glob, with source=files
+  tokenizer: TokenizerKind
+  vocab_size: int  # sentencepiece only
+  seq_len: int
+  batch_size: int  # global, over all devices and processes
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  steps: int
+  learning_rate: float
+  min_lr_ratio: float  # cosine decays to learning_rate * min_lr_ratio
+  warmup_steps: int
+  weight_decay: float
+  beta1: float
+  beta2: float
+  grad_clip: float  # 0 disables clipping
+  grad_accum_steps: int
+  seed: int
+  log_every: int
+  eval_every: int
+  eval_steps: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  sample_prompt: str
+  sample_tokens: int
+  sample_temperature: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+  data: int  # -1: all devices left over by the other axes
+  model: int
+  pipeline: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  model: ModelConfig
+  data: DataConfig
+  train: TrainConfig
+  parallel: ParallelConfig
+
+
+_DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def _section(cls, raw: Mapping[str, Any], name: str, **converters):
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(raw) - fields
+  missing = fields - set(raw)
+  if unknown:
+    raise ConfigError(
+        f'unknown setting(s) {", ".join(f"{name}.{k}" for k in sorted(unknown))};'
+        f' known: {", ".join(sorted(fields))}')
+  if missing:
+    raise ConfigError(
+        f'missing setting(s) {", ".join(f"{name}.{k}" for k in sorted(missing))};'
+        ' add them to the experiment config')
+  values = dict(raw)
+  for key, convert in converters.items():
+    try:
+      values[key] = convert(values[key])
+    except ValueError:
+      choices = ', '.join(m.value for m in convert)  # converters are enums
+      raise ConfigError(
+          f'{name}.{key}={values[key]!r} is not one of: {choices}') from None
+  return cls(**values)
+
+
+def from_configdict(cd) -> Config:
+  """Turns an experiment's ConfigDict into a checked, frozen Config."""
+  raw = cd.to_dict() if hasattr(cd, 'to_dict') else dict(cd)
+  expected = {'model', 'data', 'train', 'parallel'}
+  if set(raw) != expected:
+    extra = ', '.join(sorted(set(raw) ^ expected))
+    raise ConfigError(f'config sections must be {sorted(expected)}; got extra/missing: {extra}')
+  config = Config(
+      model=_section(ModelConfig, raw['model'], 'model'),
+      data=_section(DataConfig, raw['data'], 'data',
+                    source=DataSource, tokenizer=TokenizerKind),
+      train=_section(TrainConfig, raw['train'], 'train'),
+      parallel=_section(ParallelConfig, raw['parallel'], 'parallel'),
+  )
+  validate(config)
+  return config
+
+
+def validate(c: Config) -> None:
+  """Checks what can be checked without devices or data; raises ConfigError."""
+  m, d, t, p = c.model, c.data, c.train, c.parallel
+  positive = {
+      'model.num_layers': m.num_layers, 'model.num_heads': m.num_heads,
+      'model.d_model': m.d_model, 'model.d_ff': m.d_ff,
+      'model.max_len': m.max_len, 'model.vocab_multiple': m.vocab_multiple,
+      'data.seq_len': d.seq_len, 'data.batch_size': d.batch_size,
+      'train.steps': t.steps, 'train.grad_accum_steps': t.grad_accum_steps,
+      'train.log_every': t.log_every, 'train.eval_every': t.eval_every,
+      'train.eval_steps': t.eval_steps,
+      'train.checkpoint_every': t.checkpoint_every,
+      'train.keep_checkpoints': t.keep_checkpoints,
+  }
+  for name, value in positive.items():
+    if value <= 0:
+      raise ConfigError(f'{name}={value} must be a positive integer')
+  if m.d_model % m.num_heads:
+    raise ConfigError(
+        f'model.num_heads={m.num_heads} does not divide model.d_model={m.d_model};'
+        ' pick num_heads among the divisors of d_model')
+  if not 0.0 <= m.dropout < 1.0:
+    raise ConfigError(f'model.dropout={m.dropout} must be in [0, 1)')
+  if m.dtype not in _DTYPES:
+    raise ConfigError(f'model.dtype={m.dtype!r} is not one of: {", ".join(_DTYPES)}')
+  if m.vocab_size < 0:
+    raise ConfigError(f'model.vocab_size={m.vocab_size} must be >= 0 (0: from the tokenizer)')
+  if d.seq_len > m.max_len:
+    raise ConfigError(
+        f'data.seq_len={d.seq_len} exceeds model.max_len={m.max_len};'
+        ' raise model.max_len or lower data.seq_len')
+  if d.batch_size % t.grad_accum_steps:
+    raise ConfigError(
+        f'train.grad_accum_steps={t.grad_accum_steps} does not divide'
+        f' data.batch_size={d.batch_size}; pick a divisor of the batch size')
+  if d.source is DataSource.FILES and not d.train_files:
+    raise ConfigError('data.source=files needs data.train_files=GLOB (text files)')
+  if d.source is DataSource.TFDS and not d.dataset:
+    raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
+  if d.tokenizer is TokenizerKind.SENTENCEPIECE and d.vocab_size <= 0:
+    raise ConfigError('data.tokenizer=sentencepiece needs data.vocab_size > 0, e.g. 8000')
+  if not 0.0 <= t.min_lr_ratio <= 1.0:
+    raise ConfigError(f'train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1]')
+  if t.warmup_steps < 0 or t.warmup_steps > t.steps:
+    raise ConfigError(
+        f'train.warmup_steps={t.warmup_steps} must be in [0, train.steps={t.steps}]')
+  if t.learning_rate <= 0:
+    raise ConfigError(f'train.learning_rate={t.learning_rate} must be > 0')
+  if t.grad_clip < 0:
+    raise ConfigError(f'train.grad_clip={t.grad_clip} must be >= 0 (0 disables)')
+  for name, value in (('parallel.data', p.data), ('parallel.model', p.model),
+                      ('parallel.pipeline', p.pipeline)):
+    if value == 0 or value < -1:
+      raise ConfigError(f'{name}={value} must be a positive size or -1 (fill)')
+  if [p.data, p.model, p.pipeline].count(-1) > 1:
+    raise ConfigError('only one of parallel.data/model/pipeline may be -1 (fill)')
+  if p.pipeline != 1:
+    raise ConfigError(
+        f'parallel.pipeline={p.pipeline}: pipeline parallelism is not built yet;'
+        ' set parallel.pipeline=1')
+
+
+def to_dict(c: Config) -> dict:
+  """A JSON-ready dict (enums as their values), e.g. for the run folder."""
+  def convert(v):
+    return v.value if isinstance(v, enum.Enum) else v
+  return {
+      section: {k: convert(v) for k, v in dataclasses.asdict(getattr(c, section)).items()}
+      for section in ('model', 'data', 'train', 'parallel')
+  }

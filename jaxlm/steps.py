@@ -1,0 +1,154 @@
+"""Train state, loss, and the pure jitted steps with explicit shardings.
+
+`train_step(state, batch) -> (state, metrics)` is a pure function; `Steps`
+holds it jitted with the state's shardings, the batch sharded over `data`,
+and the state donated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+from flax import struct
+from jax.sharding import Mesh
+
+from jaxlm import sharding
+from jaxlm.config import Config
+from jaxlm.model import GPT
+from jaxlm.optim import make_optimizer, schedule
+
+Batch = dict[str, jax.Array]  # inputs, targets: int32[B, L]
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # uint32[2] base key; step s uses fold_in(rng, s)
+
+
+def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
+  """Mean next-token cross-entropy in float32."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(
+      logits_BLV.astype(jnp.float32), targets_BL)
+  return losses.mean()
+
+
+def loss_fn(params, batch: Batch, rng, *, model: GPT, train: bool):
+  deterministic = not train or model.cfg.dropout == 0.0
+  rngs = {} if deterministic else {'dropout': rng}
+  logits = model.apply({'params': params}, batch['inputs'],
+                       deterministic=deterministic, rngs=rngs)
+  return cross_entropy(logits, batch['targets'])
+
+
+def _split_micro(batch: Batch, accum: int) -> Batch:
+  # Microbatch a takes rows a, a+A, a+2A, ...: each device keeps its own rows,
+  # so splitting moves no data between devices.
+  def split(x):
+    x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def loss_and_grads(params, batch: Batch, rng, *, model: GPT, accum: int):
+  """Mean loss and gradients over the batch, in `accum` sequential microbatches."""
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, train=True))
+  if accum == 1:
+    return grad_fn(params, batch, rng)
+
+  def body(carry, xs):
+    loss_sum, grad_sum = carry
+    micro, i = xs
+    loss, grads = grad_fn(params, micro, jax.random.fold_in(rng, i))
+    return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  (loss, grads), _ = jax.lax.scan(
+      body, (jnp.zeros((), jnp.float32), zeros),
+      (_split_micro(batch, accum), jnp.arange(accum)))
+  return loss / accum, jax.tree.map(lambda g: g / accum, grads)
+
+
+def train_step(state: TrainState, batch: Batch, *, model: GPT,
+               tx: optax.GradientTransformation, lr_schedule, accum: int):
+  """One optimizer step: (state, batch) -> (state, metrics)."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  loss, grads = loss_and_grads(state.params, batch, rng, model=model, accum=accum)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      'loss': loss,
+      'grad_norm': optax.global_norm(grads),
+      'learning_rate': lr_schedule(state.step),
+  }
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(params, batch: Batch, *, model: GPT) -> jax.Array:
+  return loss_fn(params, batch, None, model=model, train=False)
+
+
+def init_state(seed: int, *, model: GPT, tx, seq_len: int) -> TrainState:
+  rng = jax.random.PRNGKey(seed)
+  init_rng, train_rng = jax.random.split(rng)
+  tokens = jnp.zeros((1, seq_len), jnp.int32)
+  params = nn.meta.unbox(model.init({'params': init_rng}, tokens)['params'])
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), rng=train_rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """The model, optimizer and jitted steps for one config on one mesh."""
+  model: GPT
+  tx: optax.GradientTransformation
+  mesh: Mesh
+  state_shardings: TrainState
+  abstract_state: TrainState  # ShapeDtypeStructs carrying the shardings
+  init: Callable[[], TrainState]
+  train: Callable[[TrainState, Batch], tuple[TrainState, dict]]
+  eval: Callable[[Any, Batch], jax.Array]
+
+
+def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int) -> TrainState:
+  """Shardings for every leaf of the TrainState, from the logical rules."""
+  tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+  boxed = jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)['params']
+  param_sh = sharding.mesh_shardings(boxed, mesh)
+  abstract_opt = jax.eval_shape(tx.init, nn.meta.unbox(boxed))
+  rep = sharding.replicated(mesh)
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
+                                 transform_non_params=lambda _: rep)
+  return TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
+
+
+def build(c: Config, mesh: Mesh) -> Steps:
+  """Builds the model and jits init/train/eval with explicit shardings."""
+  sharding.check_layout(c, mesh)
+  model = GPT(c.model)
+  tx = make_optimizer(c.train)
+  seq_len = c.data.seq_len
+  shardings = state_shardings(model, tx, mesh, seq_len)
+  rep, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+
+  init = jax.jit(functools.partial(init_state, c.train.seed, model=model, tx=tx,
+                                   seq_len=seq_len), out_shardings=shardings)
+  abstract = jax.eval_shape(init)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  train = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, lr_schedule=schedule(c.train),
+                        accum=c.train.grad_accum_steps),
+      in_shardings=(shardings, batch_sh), out_shardings=(shardings, rep),
+      donate_argnums=0)
+  evaluate = jax.jit(functools.partial(eval_step, model=model),
+                     in_shardings=(shardings.params, batch_sh), out_shardings=rep)
+  return Steps(model, tx, mesh, shardings, abstract, init, train, evaluate)
