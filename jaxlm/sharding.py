@@ -130,6 +130,15 @@ def mesh_shardings(boxed_tree, mesh: Mesh, rules=RULES):
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+def unbox_shapes(boxed_tree):
+  """Plain ShapeDtypeStructs from an abstract boxed tree (no constraints)."""
+  def unbox(x):
+    if isinstance(x, nn.Partitioned):
+      x = x.unbox(apply_constraint=False)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+  return jax.tree.map(unbox, boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Batches: rows over `data`, the rest replicated."""
   return NamedSharding(mesh, P('data'))

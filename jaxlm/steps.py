@@ -85,7 +85,7 @@ def train_step(state: TrainState, batch: Batch, *, model: GPT,
   params = optax.apply_updates(state.params, updates)
   metrics = {
       'loss': loss,
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': optax.tree.norm(grads),
       'learning_rate': lr_schedule(state.step),
   }
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -123,7 +123,7 @@ def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int) -> TrainState:
   tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
   boxed = jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)['params']
   param_sh = sharding.mesh_shardings(boxed, mesh)
-  abstract_opt = jax.eval_shape(tx.init, nn.meta.unbox(boxed))
+  abstract_opt = jax.eval_shape(tx.init, sharding.unbox_shapes(boxed))
   rep = sharding.replicated(mesh)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
                                  transform_non_params=lambda _: rep)

@@ -1,0 +1,37 @@
+"""Trains a GPT from an experiment config.
+
+  python -m jaxlm.main --config=experiments/gpt_small.py [--workdir=DIR] \
+      [--config.train.steps=500 ...]
+
+Without --workdir a fresh folder under runs/ is made; an existing one resumes.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from jaxlm import config as config_lib  # noqa: E402
+from jaxlm import train  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder; resumes if it exists.')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    config = config_lib.from_configdict(_CONFIG.value)
+    train.run(config, _WORKDIR.value)
+  except (config_lib.ConfigError, FloatingPointError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,186 @@
+"""A training run: run folder, data, mesh, state, the loop, eval, checkpoints.
+
+`run(config, workdir)` is what `python -m jaxlm.main` calls; it is importable
+from a notebook. Bad settings stop with a ConfigError before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from jaxlm import data as data_lib
+from jaxlm import flops as flops_lib
+from jaxlm import generate, sharding, steps as steps_lib, tokenizers
+from jaxlm.checkpoint import Checkpointer
+from jaxlm.config import Config, ConfigError, to_dict
+from jaxlm.metrics import MetricWriter, format_duration, log
+
+
+def new_workdir(root: str = 'runs') -> str:
+  """A fresh run folder name: runs/YYYYmmdd-HHMMSS."""
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  path = os.path.join(root, stamp)
+  suffix = 1
+  while os.path.exists(path):
+    path = os.path.join(root, f'{stamp}-{suffix}')
+    suffix += 1
+  return path
+
+
+def resolve_vocab(c: Config, tokenizer_vocab: int) -> Config:
+  """Fills model.vocab_size from the tokenizer (rounded up) or checks it."""
+  m = c.model
+  if m.vocab_size == 0:
+    size = -(-tokenizer_vocab // m.vocab_multiple) * m.vocab_multiple
+    return dataclasses.replace(c, model=dataclasses.replace(m, vocab_size=size))
+  if m.vocab_size < tokenizer_vocab:
+    raise ConfigError(
+        f'model.vocab_size={m.vocab_size} is smaller than the tokenizer\'s'
+        f' {tokenizer_vocab}; set model.vocab_size=0 to size it automatically')
+  return c
+
+
+def _global_batch(mesh, local: dict) -> dict:
+  sh = sharding.batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sh, v) for k, v in local.items()}
+
+
+def evaluate(s: steps_lib.Steps, params, batches) -> float:
+  """Mean loss over fixed eval batches (equal sizes)."""
+  losses = [s.eval(params, _global_batch(s.mesh, b)) for b in batches]
+  return float(np.mean(jax.device_get(losses)))
+
+
+def run(c: Config, workdir: str | None = None) -> dict:
+  """Trains (or resumes) and returns the last logged and eval metrics."""
+  workdir = workdir or new_workdir()
+  mesh = sharding.make_mesh(c.parallel)
+  sharding.check_layout(c, mesh)
+  resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
+  os.makedirs(workdir, exist_ok=True)
+  log(f'run folder: {workdir} ({"resuming" if resuming else "new"})')
+
+  d = c.data
+  tokenizer = tokenizers.build_tokenizer(
+      d, workdir, lambda: data_lib.documents(d, d.train_split))
+  c = resolve_vocab(c, tokenizer.vocab_size)
+  config_dict = to_dict(c)
+  ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
+  ckpt.check_compatible(config_dict)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config_dict, f, indent=2)
+
+  train_tokens = data_lib.tokenize_split(d, tokenizer, d.train_split, workdir)
+  eval_tokens = data_lib.tokenize_split(d, tokenizer, d.eval_split, workdir)
+  pidx, pcount = jax.process_index(), jax.process_count()
+  eval_batches = data_lib.eval_batches(
+      eval_tokens, batch_size=d.batch_size, seq_len=d.seq_len,
+      num_batches=c.train.eval_steps, process_index=pidx, process_count=pcount)
+
+  with sharding.activate(mesh):
+    s = steps_lib.build(c, mesh)
+    start = ckpt.latest_step()
+    state = s.init() if start is None else ckpt.restore(start, s.abstract_state)
+    start = start or 0
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    flops_token = flops_lib.flops_per_token(c.model, d.seq_len)
+    peak, peak_source = flops_lib.peak_flops_per_second()
+    log(f'model: {n_params / 1e6:.2f}M parameters, vocab {c.model.vocab_size};'
+        f' mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}'
+        f' devices; peak {peak / 1e12:.2f} TFLOP/s ({peak_source})')
+    if start:
+      log(f'resumed from step {start}')
+
+    writer = MetricWriter(workdir)
+    result = _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
+                   flops_token, peak, tokenizer)
+    writer.close()
+  ckpt.close()
+  return result
+
+
+def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
+          flops_token, peak, tokenizer) -> dict:
+  d, t = c.data, c.train
+  config_dict = to_dict(c)
+  pidx, pcount = jax.process_index(), jax.process_count()
+
+  def batch(step):
+    local = data_lib.train_batch(train_tokens, step, batch_size=d.batch_size,
+                                 seq_len=d.seq_len, seed=t.seed,
+                                 process_index=pidx, process_count=pcount)
+    return _global_batch(s.mesh, local)
+
+  t0 = time.perf_counter()
+  train_step = s.train.lower(state, batch(start)).compile()
+  log(f'compiled the train step in {time.perf_counter() - t0:.1f}s')
+
+  result = {}
+  pending = None  # (step, device metrics): read one step late
+  window_start, window_steps = time.perf_counter(), 0
+  run_start = time.perf_counter()
+  tokens_per_step = d.batch_size * d.seq_len
+  for step in range(start, t.steps):
+    state, metrics = train_step(state, batch(step))
+    window_steps += 1
+    if pending is not None:
+      result.update(_report(pending, window_start, window_steps - 1, tokens_per_step,
+                            flops_token, peak, t.steps, run_start, start, writer))
+      window_start, window_steps, pending = time.perf_counter(), 1, None
+    done = step + 1
+    if done % t.log_every == 0 or done == t.steps:
+      pending = (done, metrics)
+    if done % t.eval_every == 0 or done == t.steps:
+      eval_loss = evaluate(s, state.params, eval_batches)
+      writer.write(done, {'eval_loss': eval_loss, 'eval_perplexity': math.exp(eval_loss)})
+      log(f'eval  step {done:>6} | loss {eval_loss:.4f} | perplexity {math.exp(eval_loss):.2f}')
+      result['eval_loss'] = eval_loss
+    if ckpt.save(done, state, config_dict, force=done == t.steps):
+      log(f'checkpoint step {done} -> {ckpt.directory}')
+  if pending is not None:
+    result.update(_report(pending, window_start, window_steps, tokens_per_step,
+                          flops_token, peak, t.steps, run_start, start, writer))
+  ckpt.wait()
+
+  if t.sample_tokens > 0 and t.sample_prompt:
+    prompt = tokenizer.encode(t.sample_prompt)
+    ids = generate.sample(state.params, s.model, list(prompt), t.sample_tokens,
+                          temperature=t.sample_temperature, seed=t.seed)
+    text = t.sample_prompt + tokenizer.decode(ids)
+    log('sample:\n' + text)
+    if jax.process_index() == 0:
+      with open(os.path.join(os.path.dirname(ckpt.directory), 'sample.txt'), 'w') as f:
+        f.write(text + '\n')
+    result['sample'] = text
+  result['step'] = int(jax.device_get(state.step))
+  return result
+
+
+def _report(pending, window_start, window_steps, tokens_per_step, flops_token, peak,
+            total_steps, run_start, start, writer) -> dict:
+  step, metrics = pending
+  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  if not math.isfinite(values['loss']):
+    raise FloatingPointError(
+        f'loss is {values["loss"]} at step {step}; lower train.learning_rate or'
+        ' raise train.warmup_steps, then resume from the last checkpoint')
+  elapsed = max(time.perf_counter() - window_start, 1e-9)
+  tok_s = window_steps * tokens_per_step / elapsed
+  values['tokens_per_sec'] = tok_s
+  values['mfu'] = flops_lib.mfu(tok_s, flops_token, peak)
+  per_step = (time.perf_counter() - run_start) / max(step - start, 1)
+  writer.write(step, values)
+  log(f'train step {step:>6}/{total_steps} | loss {values["loss"]:.4f}'
+      f' | lr {values["learning_rate"]:.2e} | grad norm {values["grad_norm"]:.2f}'
+      f' | {tok_s:,.0f} tok/s | MFU {100 * values["mfu"]:.1f}%'
+      f' | ETA {format_duration(per_step * (total_steps - step))}')
+  return {'loss': values['loss'], 'tokens_per_sec': tok_s}
