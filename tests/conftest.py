@@ -14,3 +14,24 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session')
+def shakespeare_dir() -> str:
+  """../shared/data/tinyshakespeare: TFDS's manual_dir for tiny_shakespeare."""
+  path = SHARED_DATA / 'tinyshakespeare'
+  assert (path / 'input.txt').exists(), f'missing {path}/input.txt (see ../shared/README.md)'
+  return str(path)
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory) -> str:
+  """One TFDS data_dir for the session, so tiny_shakespeare is prepared once."""
+  return str(tmp_path_factory.mktemp('tensorflow_datasets'))
