@@ -86,14 +86,14 @@ def run(c: Config, workdir: str | None = None) -> dict:
       eval_tokens, batch_size=d.batch_size, seq_len=d.seq_len,
       num_batches=c.train.eval_steps, process_index=pidx, process_count=pcount)
 
+  flops_token = flops_lib.flops_per_token(c.model, d.seq_len)
+  peak, peak_source = flops_lib.peak_flops_per_second()
   with sharding.activate(mesh):
     s = steps_lib.build(c, mesh)
     start = ckpt.latest_step()
     state = s.init() if start is None else ckpt.restore(start, s.abstract_state)
     start = start or 0
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    flops_token = flops_lib.flops_per_token(c.model, d.seq_len)
-    peak, peak_source = flops_lib.peak_flops_per_second()
     log(f'model: {n_params / 1e6:.2f}M parameters, vocab {c.model.vocab_size};'
         f' mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}'
         f' devices; peak {peak / 1e12:.2f} TFLOP/s ({peak_source})')
