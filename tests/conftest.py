@@ -32,6 +32,7 @@ def shakespeare_dir() -> str:
 
 
 @pytest.fixture(scope='session')
-def tfds_dir(tmp_path_factory) -> str:
+def tfds_dir() -> str:
   """One TFDS data_dir for the session, so tiny_shakespeare is prepared once."""
-  return str(tmp_path_factory.mktemp('tensorflow_datasets'))
+  from tests import testdata
+  return testdata.tfds_data_dir()

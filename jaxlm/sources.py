@@ -1,0 +1,155 @@
+"""Where text comes from: a TFDS dataset or local UTF-8 text files.
+
+Settings that cannot work raise ConfigError before the slow part (importing
+TensorFlow, preparing a dataset, reading files) wherever they can be checked
+that early. TensorFlow is imported only here and only for data.source=tfds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+from typing import Iterable, Iterator
+
+from jaxlm.config import ConfigError, DataConfig, DataSource
+
+EVAL_HOLDOUT = 0.1  # files source without eval_files: the last 10% of the text
+
+
+def documents(cfg: DataConfig, split: str) -> Iterator[str]:
+  """The text documents of `split` (cfg.train_split or cfg.eval_split).
+
+  tfds: the `cfg.text_key` feature of each example of that TFDS split.
+  files: each file matching cfg.train_files (sorted) for the train split, or
+  cfg.eval_files for the eval split; with eval_files='' the last 10% of the
+  train files' characters are held out as the eval split instead.
+  """
+  if cfg.source is DataSource.TFDS:
+    docs = _tfds_documents(cfg, split)
+    problem = (f'{_split_setting(cfg, split)}={split!r} of {cfg.dataset} holds no text'
+               f' in data.text_key={cfg.text_key!r}; choose another split or feature')
+  else:
+    docs = _file_documents(cfg, split)
+    problem = (f'the files hold no text for the {split!r} split; add text to'
+               ' data.train_files, or set data.eval_files')
+  return _nonempty(docs, problem)
+
+
+def _nonempty(docs: Iterable[str], problem: str) -> Iterator[str]:
+  empty = True
+  for doc in docs:
+    empty = empty and not doc
+    yield doc
+  if empty:
+    raise ConfigError(problem)
+
+
+def _split_setting(cfg: DataConfig, split: str) -> str:
+  return 'data.train_split' if split == cfg.train_split else 'data.eval_split'
+
+
+# --- TFDS --------------------------------------------------------------------
+
+
+def _import_tfds():
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  try:
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise ConfigError(f'data.source=tfds needs tensorflow and tensorflow-datasets ({e});'
+                      ' install them, or use data.source=files') from None
+  try:
+    tf.config.set_visible_devices([], 'GPU')  # TF only reads data; JAX owns GPUs
+  except RuntimeError:
+    pass  # TF's devices were already set up by an earlier call
+  return tfds
+
+
+def _tfds_builder(cfg: DataConfig):
+  """The prepared TFDS builder; checks every setting it can before preparing."""
+  if cfg.manual_dir and not (os.path.isdir(cfg.manual_dir) and os.listdir(cfg.manual_dir)):
+    raise ConfigError(
+        f'data.manual_dir={cfg.manual_dir} does not exist or is empty; point it at'
+        ' the folder holding the downloaded files, or set it to \'\' to download')
+  tfds = _import_tfds()
+  try:
+    builder = tfds.builder(cfg.dataset, data_dir=cfg.tfds_data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    close = difflib.get_close_matches(cfg.dataset, tfds.list_builders(), n=3)
+    hint = f'did you mean {" or ".join(close)}?' if close else 'see tfds.list_builders()'
+    raise ConfigError(f'data.dataset={cfg.dataset!r} is not a TFDS dataset; {hint}') from None
+  features = list(builder.info.features.keys())
+  if cfg.text_key not in features:
+    raise ConfigError(f'data.text_key={cfg.text_key!r} is not a feature of {cfg.dataset};'
+                      f' it has: {", ".join(features)}')
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=cfg.manual_dir or None))
+  except OSError as e:
+    raise ConfigError(
+        f'could not prepare TFDS {cfg.dataset} ({str(e).splitlines()[0][:200]}); set'
+        ' data.manual_dir to a folder with its files, or data.tfds_data_dir to where'
+        ' it is prepared') from None
+  return builder
+
+
+def _tfds_documents(cfg: DataConfig, split: str) -> Iterator[str]:
+  tfds = _import_tfds()
+  builder = _tfds_builder(cfg)
+  # Split names are known only once prepared; 'train[:10%]+test' style is fine.
+  names = list(builder.info.splits.keys())
+  bases = [part.split('[')[0].strip() for part in split.split('+')]
+  if any(base not in names for base in bases):
+    raise ConfigError(f'{_split_setting(cfg, split)}={split!r} is not a split of'
+                      f' {cfg.dataset}; it has: {", ".join(names)}')
+  dataset = tfds.as_numpy(builder.as_dataset(split=split))
+  return (example[cfg.text_key].decode('utf-8') for example in dataset)
+
+
+# --- Files -------------------------------------------------------------------
+
+
+def _file_documents(cfg: DataConfig, split: str) -> Iterator[str]:
+  if split not in (cfg.train_split, cfg.eval_split):
+    raise ValueError(f'split {split!r} is neither data.train_split nor data.eval_split')
+  held_out = split != cfg.train_split and not cfg.eval_files
+  if split == cfg.train_split or held_out:
+    setting, pattern = 'data.train_files', cfg.train_files
+  else:
+    setting, pattern = 'data.eval_files', cfg.eval_files
+  paths = [p for p in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+           if os.path.isfile(p)]
+  if not paths:
+    raise ConfigError(f'{setting}={pattern!r} matches no files (relative to'
+                      f' {os.getcwd()}); fix the glob')
+  if not any(os.path.getsize(p) for p in paths):
+    raise ConfigError(f'{setting}={pattern!r} matches only empty files; point it at text')
+  if cfg.eval_files:
+    return (_read_text(p) for p in paths)
+  return _holdout(paths, eval_part=split != cfg.train_split)
+
+
+def _holdout(paths: list[str], eval_part: bool) -> Iterator[str]:
+  """The first 90% (train) or last 10% (eval) of the files' characters."""
+  texts = [_read_text(p) for p in paths]
+  total = sum(len(t) for t in texts)
+  cut = total - int(total * EVAL_HOLDOUT)  # as a position in all texts joined
+  start = 0
+  for text in texts:
+    local = min(max(cut - start, 0), len(text))
+    piece = text[local:] if eval_part else text[:local]
+    if piece:
+      yield piece
+    start += len(text)
+
+
+def _read_text(path: str) -> str:
+  with open(path, 'rb') as f:
+    raw = f.read()
+  try:
+    return raw.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise ConfigError(f'{path} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r});'
+                      ' convert it to UTF-8 or leave it out of the glob') from None
