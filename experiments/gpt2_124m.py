@@ -33,5 +33,6 @@ def get_config() -> ml_collections.ConfigDict:
       eval_steps=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_prompt='The', sample_tokens=100, sample_temperature=0.8,
   ))
-  c.parallel = ml_collections.ConfigDict(dict(data=-1, model=1, pipeline=1))
+  c.parallel = ml_collections.ConfigDict(dict(
+      data=-1, model=1, pipeline=1, zero_stage=0, remat='none'))
   return c

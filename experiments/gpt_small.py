@@ -36,5 +36,6 @@ def get_config() -> ml_collections.ConfigDict:
       eval_steps=20, checkpoint_every=500, keep_checkpoints=3,
       sample_prompt='ROMEO:', sample_tokens=200, sample_temperature=0.8,
   ))
-  c.parallel = ml_collections.ConfigDict(dict(data=-1, model=1, pipeline=1))
+  c.parallel = ml_collections.ConfigDict(dict(
+      data=-1, model=1, pipeline=1, zero_stage=0, remat='none'))
   return c

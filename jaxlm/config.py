@@ -27,6 +27,13 @@ class TokenizerKind(enum.Enum):
   SENTENCEPIECE = 'sentencepiece'
 
 
+class Remat(enum.Enum):
+  """What the backward pass recomputes instead of keeping from the forward."""
+  NONE = 'none'  # keep every activation
+  FULL = 'full'  # keep only each block's input; recompute the block
+  MATMULS = 'matmuls'  # keep matmul outputs; recompute the cheap elementwise ops
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   num_layers: int
@@ -40,6 +47,7 @@ class ModelConfig:
   vocab_multiple: int
   tie_embeddings: bool
   use_bias: bool
+  remat: Remat = Remat.NONE  # set from parallel.remat
 
   @property
   def head_dim(self) -> int:
@@ -90,6 +98,8 @@ class ParallelConfig:
   data: int  # -1: all devices left over by the other axes
   model: int
   pipeline: int
+  zero_stage: int  # 0 replicated, 1 +optimizer state, 2 +gradients, 3 +parameters over data
+  remat: Remat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +114,8 @@ _DTYPES = ('float32', 'bfloat16', 'float16')
 
 
 def _section(cls, raw: Mapping[str, Any], name: str, **converters):
-  fields = {f.name for f in dataclasses.fields(cls)}
+  # Fields with defaults are derived, not settings (e.g. model.remat).
+  fields = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
   unknown = set(raw) - fields
   missing = fields - set(raw)
   if unknown:
@@ -138,8 +149,10 @@ def from_configdict(cd) -> Config:
       data=_section(DataConfig, raw['data'], 'data',
                     source=DataSource, tokenizer=TokenizerKind),
       train=_section(TrainConfig, raw['train'], 'train'),
-      parallel=_section(ParallelConfig, raw['parallel'], 'parallel'),
+      parallel=_section(ParallelConfig, raw['parallel'], 'parallel', remat=Remat),
   )
+  config = dataclasses.replace(
+      config, model=dataclasses.replace(config.model, remat=config.parallel.remat))
   validate(config)
   return config
 
@@ -198,6 +211,8 @@ def validate(c: Config) -> None:
                       ('parallel.pipeline', p.pipeline)):
     if value == 0 or value < -1:
       raise ConfigError(f'{name}={value} must be a positive size or -1 (fill)')
+  if p.zero_stage not in (0, 1, 2, 3):
+    raise ConfigError(f'parallel.zero_stage={p.zero_stage} must be 0, 1, 2 or 3')
   if [p.data, p.model, p.pipeline].count(-1) > 1:
     raise ConfigError('only one of parallel.data/model/pipeline may be -1 (fill)')
   if p.pipeline != 1:
@@ -210,7 +225,9 @@ def to_dict(c: Config) -> dict:
   """A JSON-ready dict (enums as their values), e.g. for the run folder."""
   def convert(v):
     return v.value if isinstance(v, enum.Enum) else v
-  return {
+  out = {
       section: {k: convert(v) for k, v in dataclasses.asdict(getattr(c, section)).items()}
       for section in ('model', 'data', 'train', 'parallel')
   }
+  del out['model']['remat']  # a copy of parallel.remat
+  return out

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxlm.config import ModelConfig
+from jaxlm.config import ModelConfig, Remat
 from jaxlm.sharding import constrain
 
 _INIT = nn.initializers.normal(stddev=0.02)
@@ -125,8 +125,14 @@ class Blocks(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD):
+    block = Block
+    if self.cfg.remat is not Remat.NONE:
+      policy = {Remat.FULL: jax.checkpoint_policies.nothing_saveable,
+                Remat.MATMULS: jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                }[self.cfg.remat]
+      block = nn.remat(Block, policy=policy, prevent_cse=False)
     stack = nn.scan(
-        Block,
+        block,
         variable_axes={'params': 0},
         split_rngs={'params': True, 'dropout': True},
         length=self.cfg.num_layers,

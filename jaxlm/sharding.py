@@ -47,6 +47,19 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ('act_vocab', 'model'),
 )
 
+# ZeRO: the state kinds that parallel.zero_stage shards over `data`, from
+# which stage on. Sharding the `embed` dimension catches every matrix (all
+# name it); vectors (norms, biases) stay replicated: they are tiny.
+ZERO_STAGE = {'opt_state': 1, 'grads': 2, 'params': 3}
+ZERO_RULE = ('embed', 'data')
+
+
+def rules_for(kind: str, zero_stage: int) -> tuple[tuple[str, str | None], ...]:
+  """The rule table for one kind of state: 'params', 'grads', 'opt_state'."""
+  if zero_stage >= ZERO_STAGE[kind]:
+    return (ZERO_RULE,) + RULES  # earlier rules take priority
+  return RULES
+
 
 def mesh_shape(p: ParallelConfig, num_devices: int) -> tuple[int, int, int]:
   """Resolves -1 (fill) and checks the product against the device count."""
@@ -91,6 +104,15 @@ def check_layout(c: Config, mesh: Mesh) -> None:
       raise ConfigError(
           f'{name}={size} is not divisible by parallel.model={model};'
           ' pick a model axis size that divides it')
+  if c.model.vocab_size and c.model.vocab_size % model:
+    raise ConfigError(
+        f'model.vocab_size={c.model.vocab_size} is not divisible by parallel.model={model};'
+        f' set model.vocab_multiple={model} (or a multiple of it) and model.vocab_size=0')
+  if c.parallel.zero_stage and c.model.d_model % data:
+    raise ConfigError(
+        f'parallel.zero_stage={c.parallel.zero_stage} shards model.d_model={c.model.d_model}'
+        f' over the data axis ({data}), which does not divide it; use zero_stage=0'
+        ' or a data axis that divides d_model')
 
 
 @contextlib.contextmanager

@@ -77,10 +77,13 @@ def loss_and_grads(params, batch: Batch, rng, *, model: GPT, accum: int):
 
 
 def train_step(state: TrainState, batch: Batch, *, model: GPT,
-               tx: optax.GradientTransformation, lr_schedule, accum: int):
+               tx: optax.GradientTransformation, lr_schedule, accum: int,
+               grad_shardings=None):
   """One optimizer step: (state, batch) -> (state, metrics)."""
   rng = jax.random.fold_in(state.rng, state.step)
   loss, grads = loss_and_grads(state.params, batch, rng, model=model, accum=accum)
+  if grad_shardings is not None:  # ZeRO-2: reduce-scatter instead of all-reduce
+    grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
@@ -118,16 +121,24 @@ class Steps:
   eval: Callable[[Any, Batch], jax.Array]
 
 
-def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int) -> TrainState:
-  """Shardings for every leaf of the TrainState, from the logical rules."""
+def abstract_params(model: GPT, seq_len: int):
+  """Parameter shapes, still boxed with their logical axis names."""
   tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
-  boxed = jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)['params']
-  param_sh = sharding.mesh_shardings(boxed, mesh)
+  return jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)['params']
+
+
+def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int, zero_stage: int
+                    ) -> tuple[TrainState, Any]:
+  """Shardings for every leaf of the TrainState, and for the gradients."""
+  boxed = abstract_params(model, seq_len)
+  by_kind = {kind: sharding.mesh_shardings(boxed, mesh, sharding.rules_for(kind, zero_stage))
+             for kind in ('params', 'grads', 'opt_state')}
   abstract_opt = jax.eval_shape(tx.init, sharding.unbox_shapes(boxed))
   rep = sharding.replicated(mesh)
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, by_kind['opt_state'],
                                  transform_non_params=lambda _: rep)
-  return TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
+  state = TrainState(step=rep, params=by_kind['params'], opt_state=opt_sh, rng=rep)
+  return state, by_kind['grads']
 
 
 def build(c: Config, mesh: Mesh) -> Steps:
@@ -136,7 +147,8 @@ def build(c: Config, mesh: Mesh) -> Steps:
   model = GPT(c.model)
   tx = make_optimizer(c.train)
   seq_len = c.data.seq_len
-  shardings = state_shardings(model, tx, mesh, seq_len)
+  shardings, grad_shardings = state_shardings(model, tx, mesh, seq_len,
+                                              c.parallel.zero_stage)
   rep, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
   init = jax.jit(functools.partial(init_state, c.train.seed, model=model, tx=tx,
@@ -146,7 +158,8 @@ def build(c: Config, mesh: Mesh) -> Steps:
                           abstract, shardings)
   train = jax.jit(
       functools.partial(train_step, model=model, tx=tx, lr_schedule=schedule(c.train),
-                        accum=c.train.grad_accum_steps),
+                        accum=c.train.grad_accum_steps,
+                        grad_shardings=grad_shardings if c.parallel.zero_stage >= 2 else None),
       in_shardings=(shardings, batch_sh), out_shardings=(shardings, rep),
       donate_argnums=0)
   evaluate = jax.jit(functools.partial(eval_step, model=model),

@@ -150,6 +150,7 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
     result.update(_report(pending, window_start, window_steps, tokens_per_step,
                           flops_token, peak, t.steps, run_start, start, writer))
   ckpt.wait()
+  log(f'trained steps {start}..{t.steps} in {format_duration(time.perf_counter() - run_start)}')
 
   if t.sample_tokens > 0 and t.sample_prompt:
     prompt = tokenizer.encode(t.sample_prompt)

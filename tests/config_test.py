@@ -52,6 +52,8 @@ def test_gpt_small_is_nanogpts_cpu_recipe():
     ({'train.warmup_steps': 5000}, r'train\.warmup_steps=5000 must be in \[0, train\.steps=2000\]'),
     ({'parallel.model': 0}, r'parallel\.model=0 must be a positive size or -1'),
     ({'parallel.pipeline': 2}, r'parallel\.pipeline=2: pipeline parallelism is not built yet'),
+    ({'parallel.zero_stage': 4}, r'parallel\.zero_stage=4 must be 0, 1, 2 or 3'),
+    ({'parallel.remat': 'some'}, r"parallel\.remat='some' is not one of: none, full, matmuls"),
 ])
 def test_bad_settings(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
@@ -67,16 +69,16 @@ def test_unknown_setting_is_named():
 
 
 def test_mesh_fill_and_mismatch():
-  p = config_lib.ParallelConfig(data=-1, model=2, pipeline=1)
+  p = config_lib.ParallelConfig(-1, 2, 1, 0, config_lib.Remat.NONE)
   assert sharding.mesh_shape(p, 8) == (4, 2, 1)
   with pytest.raises(config_lib.ConfigError, match=r'parallel\.model\*pipeline=3 does not divide'):
-    sharding.mesh_shape(config_lib.ParallelConfig(data=-1, model=3, pipeline=1), 8)
+    sharding.mesh_shape(config_lib.ParallelConfig(-1, 3, 1, 0, config_lib.Remat.NONE), 8)
 
 
 def test_a_logical_axis_without_a_rule_is_an_error():
   from flax import linen as nn
   boxed = {'w': nn.Partitioned(jnp.zeros((4, 4)), names=('embed', 'typo_axis'))}
-  mesh = sharding.make_mesh(config_lib.ParallelConfig(-1, 1, 1))
+  mesh = sharding.make_mesh(config_lib.ParallelConfig(-1, 1, 1, 0, config_lib.Remat.NONE))
   with pytest.raises(ValueError, match="logical axis 'typo_axis' has no rule"):
     sharding.mesh_shardings(boxed, mesh)
   with sharding.activate(mesh), pytest.raises(ValueError, match='did not match a rule'):

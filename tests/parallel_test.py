@@ -70,3 +70,40 @@ def test_grad_accumulation_equals_full_batch():
   _assert_trees_close(full[0], accum[0])
   np.testing.assert_allclose(full[1], accum[1], rtol=RTOL, atol=ATOL)
   _assert_trees_close(full[2], accum[2])
+
+
+LAYOUTS = [(8, 1), (4, 2), (2, 4), (1, 8)]
+TP_ZERO = [(d, m, z) for d, m in LAYOUTS for z in (0, 1, 3)] + [(4, 2, 2)]
+
+
+def _tp_config(data=-1, model=1, zero=0):
+  # 8 heads, d_ff 64 and vocab 64 divide every model axis; d_model 32 every data axis.
+  return tiny_config(model__num_heads=8, parallel__data=data, parallel__model=model,
+                     parallel__zero_stage=zero)
+
+
+@pytest.fixture(scope='module')
+def one_device_reference():
+  cfg = _tp_config()
+  batches = _batches(cfg, 2)
+  return batches, _run(cfg, jax.devices()[:1], batches)
+
+
+@pytest.mark.parametrize('data, model, zero', TP_ZERO,
+                         ids=[f'data{d}-model{m}-zero{z}' for d, m, z in TP_ZERO])
+def test_tensor_parallel_and_zero_equal_one_device(one_device_reference, data, model, zero):
+  batches, reference = one_device_reference
+  cfg = _tp_config(data, model, zero)
+  result = _run(cfg, jax.devices(), batches)
+  _assert_trees_close(reference[0], result[0])
+  np.testing.assert_allclose(reference[1], result[1], rtol=RTOL, atol=ATOL)
+  _assert_trees_close(reference[2], result[2])
+
+
+@pytest.mark.parametrize('remat', ['full', 'matmuls'])
+def test_remat_changes_nothing_but_memory(one_device_reference, remat):
+  batches, reference = one_device_reference
+  cfg = tiny_config(model__num_heads=8, parallel__remat=remat, parallel__model=2)
+  result = _run(cfg, jax.devices(), batches)
+  _assert_trees_close(reference[0], result[0])
+  np.testing.assert_allclose(reference[1], result[1], rtol=RTOL, atol=ATOL)
