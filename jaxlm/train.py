@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxlm import data as data_lib
 from jaxlm import flops as flops_lib
-from jaxlm import generate, sharding, steps as steps_lib, tokenizers
+from jaxlm import generate, plan, sharding, steps as steps_lib, tokenizers
 from jaxlm.checkpoint import Checkpointer
 from jaxlm.config import Config, ConfigError, to_dict
 from jaxlm.metrics import MetricWriter, format_duration, log
@@ -123,6 +123,7 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
   t0 = time.perf_counter()
   train_step = s.train.lower(state, batch(start)).compile()
   log(f'compiled the train step in {time.perf_counter() - t0:.1f}s')
+  log(plan.memory_summary(c, s, train_step))
 
   result = {}
   pending = None  # (step, device metrics): read one step late

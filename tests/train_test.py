@@ -43,6 +43,7 @@ def test_main_end_to_end(tmp_path, shakespeare_dir, tfds_dir):
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "mesh {'data': 8, 'model': 1, 'pipeline': 1}" in out.stdout
+  assert 'layout (data, model, pipeline)=(8, 1, 1), zero_stage=0, remat=none;' in out.stdout
   assert 'train step     30/30 | loss' in out.stdout
   assert 'eval  step     30 | loss' in out.stdout
   assert 'sample:\nROMEO:' in out.stdout

@@ -1,0 +1,240 @@
+"""Will a layout fit? Per-device memory and communication, before any hardware.
+
+  python -m jaxlm.plan --config=experiments/gpt2_124m.py --devices=64 \
+      [--device_memory=80] [--config.parallel.model=4 ...]
+
+Compiles (never runs) the train step for the config's mesh on N simulated CPU
+devices and prints, per device: parameter, optimizer-state and gradient bytes
+(exact, from the shardings), XLA's temporary bytes (compiled memory analysis)
+and the collective traffic of one step read from the compiled HLO. With
+--device_memory (GiB) it also suggests the layout with the least per-device
+state that fits, compiling candidates in that order until one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+
+
+def _set_device_count(argv) -> None:
+  # Must run before jax is imported: simulated devices are fixed at start.
+  for arg in argv:
+    if arg.startswith('--devices='):
+      os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                                 f' --xla_force_host_platform_device_count={arg.split("=")[1]}')
+
+
+if __name__ == '__main__':
+  _set_device_count(sys.argv)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxlm import sharding, steps as steps_lib  # noqa: E402
+from jaxlm.config import Config, ConfigError, Remat  # noqa: E402
+
+COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
+_OP = re.compile(r'=\s*(.*?)\s(' + '|'.join(COLLECTIVES) + r')(?:-start)?\(')
+_SHAPE = re.compile(r'\b(pred|s8|u8|s16|u16|s32|u32|s64|u64|f16|bf16|f32|f64)\[([\d,]*)\]')
+_BYTES = {'pred': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2,
+          's32': 4, 'u32': 4, 'f32': 4, 's64': 8, 'u64': 8, 'f64': 8}
+GiB = 1024 ** 3
+
+
+@dataclasses.dataclass
+class Plan:
+  layout: tuple[int, int, int, int, str]  # data, model, pipeline, zero_stage, remat
+  params: int  # bytes per device
+  opt_state: int
+  grads: int
+  temp: int | None = None  # XLA temporaries per device; None: not compiled
+  collectives: dict[str, int] | None = None  # bytes per device per step, by kind
+
+  @property
+  def state(self) -> int:
+    return self.params + self.opt_state + self.grads
+
+  @property
+  def total(self) -> int:
+    return self.state + (self.temp or 0)
+
+
+def _shard_bytes(abstract, shardings) -> int:
+  total = 0
+  for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)):
+    total += int(np.prod(s.shard_shape(a.shape))) * a.dtype.itemsize
+  return total
+
+
+def state_bytes(c: Config, mesh) -> Plan:
+  """Exact per-device bytes of parameters, optimizer state and gradients."""
+  s = steps_lib.build(c, mesh)
+  abstract = jax.eval_shape(s.init)
+  sh = s.state_shardings
+  _, grad_sh = steps_lib.state_shardings(s.model, s.tx, mesh, c.data.seq_len,
+                                         c.parallel.zero_stage)
+  p = c.parallel
+  return Plan(layout=(mesh.shape['data'], mesh.shape['model'], mesh.shape['pipeline'],
+                      p.zero_stage, p.remat.value),
+              params=_shard_bytes(abstract.params, sh.params),
+              opt_state=_shard_bytes(abstract.opt_state, sh.opt_state),
+              grads=_shard_bytes(abstract.params, grad_sh))
+
+
+def memory_summary(c: Config, s: steps_lib.Steps, compiled) -> str:
+  """One line for a run's start: the layout and its per-device memory."""
+  sh, abstract = s.state_shardings, s.abstract_state
+  p = c.parallel
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  return (f'layout (data, model, pipeline)={tuple(s.mesh.shape.values())},'
+          f' zero_stage={p.zero_stage}, remat={p.remat.value}; per device: params'
+          f' {human(_shard_bytes(abstract.params, sh.params))}, optimizer state'
+          f' {human(_shard_bytes(abstract.opt_state, sh.opt_state))}, temporaries {human(temp)}')
+
+
+def collective_bytes(hlo: str) -> dict[str, int]:
+  """Bytes each device's collectives produce in one step, by kind.
+
+  An op's bytes are the size of its result on one device; ops inside loops
+  (the scanned layers) count once per iteration.
+  """
+  trips, calls, ops = {}, {}, {}  # computation -> trip count / callees / ops
+  current = None
+  for line in hlo.splitlines():
+    head = re.match(r'(?:ENTRY\s+)?%(\S+)\s.*\{\s*$', line)
+    if head and not line.startswith(' '):
+      current = head.group(1)
+      calls.setdefault(current, [])
+      if line.startswith('ENTRY'):
+        entry = current
+      continue
+    if current is None:
+      continue
+    loop = re.search(r'\swhile\(.*body=%([\w.\-]+).*"known_trip_count":\{"n":"(\d+)"', line)
+    if loop:
+      calls[current].append((loop.group(1), int(loop.group(2))))
+    for callee in re.findall(r'(?:calls|to_apply|condition)=%([\w.\-]+)', line):
+      calls[current].append((callee, 1))
+    op = _OP.search(line)
+    if op:
+      size = sum(_BYTES[t] * int(np.prod([int(d) for d in dims.split(',') if d] or [1]))
+                 for t, dims in _SHAPE.findall(op.group(1)))
+      ops.setdefault(current, []).append((op.group(2), size))
+  totals = dict.fromkeys(COLLECTIVES, 0)
+
+  def visit(name, times):
+    for kind, size in ops.get(name, []):
+      totals[kind] += size * times
+    for callee, n in calls.get(name, []):
+      visit(callee, times * n)
+  visit(entry, 1)
+  return totals
+
+
+def compile_plan(c: Config, mesh) -> Plan:
+  """state_bytes plus XLA's temporaries and the collectives of one step."""
+  plan = state_bytes(c, mesh)
+  with sharding.activate(mesh):
+    s = steps_lib.build(c, mesh)
+    tokens = jax.ShapeDtypeStruct((c.data.batch_size, c.data.seq_len), jnp.int32,
+                                  sharding=sharding.batch_sharding(mesh))
+    compiled = s.train.lower(s.abstract_state, {'inputs': tokens, 'targets': tokens}).compile()
+  plan.temp = compiled.memory_analysis().temp_size_in_bytes
+  plan.collectives = collective_bytes(compiled.as_text())
+  return plan
+
+
+def candidates(c: Config, num_devices: int) -> list[Config]:
+  """Every (data, model) split, ZeRO stage and remat the config allows."""
+  out = []
+  for model in (m for m in range(1, num_devices + 1) if num_devices % m == 0):
+    for zero in range(4):
+      for remat in (Remat.NONE, Remat.FULL):
+        p = dataclasses.replace(c.parallel, data=num_devices // model, model=model,
+                                pipeline=1, zero_stage=zero, remat=remat)
+        cand = dataclasses.replace(c, parallel=p,
+                                   model=dataclasses.replace(c.model, remat=remat))
+        try:
+          sharding.check_layout(cand, _mesh(cand, num_devices))
+        except ConfigError:
+          continue
+        out.append(cand)
+  return out
+
+
+def _mesh(c: Config, num_devices: int):
+  return sharding.make_mesh(c.parallel, jax.devices()[:num_devices])
+
+
+def suggest(c: Config, num_devices: int, device_memory: float,
+            max_compiles: int = 4) -> Plan | None:
+  """The fitting layout with the least per-device state.
+
+  Candidates are ranked by their exact state bytes (cheap); the first
+  `max_compiles` whose state fits are compiled to add XLA's temporaries.
+  """
+  ranked = sorted(((state_bytes(cand, _mesh(cand, num_devices)), cand)
+                   for cand in candidates(c, num_devices)),
+                  key=lambda pc: (pc[0].state, pc[1].parallel.remat is not Remat.NONE,
+                                  pc[1].parallel.model))
+  for plan, cand in ranked[:max_compiles]:
+    if plan.state > device_memory:
+      return None
+    full = compile_plan(cand, _mesh(cand, num_devices))
+    if full.total <= device_memory:
+      return full
+  return None
+
+
+def human(n: float) -> str:
+  for unit, size in (('GiB', GiB), ('MiB', 1024 ** 2), ('KiB', 1024)):
+    if n >= size:
+      return f'{n / size:.2f} {unit}'
+  return f'{int(n)} B'
+
+
+def format_plan(plan: Plan) -> str:
+  d, m, p, z, r = plan.layout
+  lines = [f'layout (data, model, pipeline)=({d}, {m}, {p}), zero_stage={z}, remat={r}',
+           f'  per device: params {human(plan.params)}, optimizer state'
+           f' {human(plan.opt_state)}, gradients {human(plan.grads)}']
+  if plan.temp is not None:
+    lines.append(f'  temporaries {human(plan.temp)}; total {human(plan.total)}')
+    traffic = ', '.join(f'{k} {human(v)}' for k, v in plan.collectives.items())
+    lines.append(f'  collectives per step and device: {traffic}')
+  return '\n'.join(lines)
+
+
+def main(argv) -> None:
+  from absl import logging
+  from jaxlm import config as config_lib
+  logging.set_verbosity(logging.WARNING)
+  c = config_lib.from_configdict(_CONFIG.value)
+  if c.model.vocab_size == 0:
+    c = dataclasses.replace(c, model=dataclasses.replace(c.model, vocab_size=256))
+    print('model.vocab_size=0: planning with 256 (set it for your tokenizer)')
+  n = jax.device_count()
+  print(format_plan(compile_plan(c, sharding.make_mesh(c.parallel))))
+  if _MEMORY.value:
+    best = suggest(c, n, _MEMORY.value * GiB)
+    if best is None:
+      print(f'none of the layouts with the least state on {n} devices fits'
+            f' {_MEMORY.value} GiB per device; raise train.grad_accum_steps,'
+            ' lower data.batch_size or use more devices')
+    else:
+      print(f'suggested for {_MEMORY.value} GiB per device:')
+      print(format_plan(best))
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+  from ml_collections import config_flags
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+  flags.DEFINE_integer('devices', 8, 'Simulated CPU devices to plan for.')
+  _MEMORY = flags.DEFINE_float('device_memory', 0.0, 'GiB per device, to suggest a layout.')
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
