@@ -127,11 +127,17 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
 
   result = {}
   pending = None  # (step, device metrics): read one step late
+  previous = None  # the step before this one, waited for once this one is queued
   window_start, window_steps = time.perf_counter(), 0
   run_start = time.perf_counter()
   tokens_per_step = d.batch_size * d.seq_len
   for step in range(start, t.steps):
     state, metrics = train_step(state, batch(step))
+    # At most one step in flight: the device never idles, the host never runs
+    # ahead (many queued steps can deadlock XLA:CPU's collectives).
+    if previous is not None:
+      jax.block_until_ready(previous)
+    previous = metrics['loss']
     window_steps += 1
     if pending is not None:
       result.update(_report(pending, window_start, window_steps - 1, tokens_per_step,
