@@ -63,3 +63,21 @@ def test_suggests_the_smallest_layout_that_fits():
   best = plan.suggest(cfg, 8, device_memory=1024 ** 3)
   assert best is not None and best.layout[3] == 3  # ZeRO-3 holds the least state
   assert plan.suggest(cfg, 8, device_memory=1024) is None
+
+
+def test_tensor_parallel_loss_never_gathers_the_logits():
+  """With the vocabulary split over `model`, no collective moves a vocab-sized axis."""
+  import re
+  import jax.numpy as jnp
+  from jaxlm import steps as steps_lib
+  vocab = 520  # a size no other dimension of this model has (8 x 65)
+  cfg = tiny_config(model__num_heads=8, model__vocab_size=vocab, parallel__data=1,
+                    parallel__model=8)
+  mesh = sharding.make_mesh(cfg.parallel)
+  with sharding.activate(mesh):
+    s = steps_lib.build(cfg, mesh)
+    tokens = jax.ShapeDtypeStruct((16, 16), jnp.int32, sharding=sharding.batch_sharding(mesh))
+    hlo = s.train.lower(s.abstract_state, {'inputs': tokens, 'targets': tokens}).compile().as_text()
+  shapes = [m.group(1) for m in plan._OP.finditer(hlo)]
+  assert shapes, 'expected collectives under tensor parallelism'
+  assert not [sh for sh in shapes if re.search(rf'[\[,]{vocab}[\],]', sh)]
