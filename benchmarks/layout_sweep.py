@@ -9,14 +9,12 @@ XLA's temporaries. On one CPU the simulated devices share the cores, so step
 times compare layouts' overheads, not real multi-chip speed.
 """
 
-import os
 import sys
 
+from jaxlm.simulated import use_simulated_devices
+
 if __name__ == '__main__':
-  for arg in sys.argv:
-    if arg.startswith('--devices='):
-      os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                                 f' --xla_force_host_platform_device_count={arg.split("=")[1]}')
+  use_simulated_devices(sys.argv)
 
 import dataclasses  # noqa: E402
 import time  # noqa: E402

@@ -9,14 +9,12 @@ nominal peak of a known accelerator, or on CPU the matmul peak measured in
 this run. FLOPs per token = 6N + 12·L·T·d (PaLM / nanoGPT).
 """
 
-import os
 import sys
 
+from jaxlm.simulated import use_simulated_devices
+
 if __name__ == '__main__':
-  for arg in sys.argv:
-    if arg.startswith('--devices='):
-      os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                                 f' --xla_force_host_platform_device_count={arg.split("=")[1]}')
+  use_simulated_devices(sys.argv)
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402

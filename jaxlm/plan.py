@@ -14,21 +14,13 @@ state that fits, compiling candidates in that order until one does.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import sys
 
-
-def _set_device_count(argv) -> None:
-  # Must run before jax is imported: simulated devices are fixed at start.
-  for arg in argv:
-    if arg.startswith('--devices='):
-      os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                                 f' --xla_force_host_platform_device_count={arg.split("=")[1]}')
-
+from jaxlm.simulated import use_simulated_devices
 
 if __name__ == '__main__':
-  _set_device_count(sys.argv)
+  use_simulated_devices(sys.argv)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
