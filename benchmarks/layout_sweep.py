@@ -59,7 +59,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   c = config_lib.from_configdict(_CONFIG.value)
   if c.model.vocab_size == 0:
-    c = dataclasses.replace(c, model=dataclasses.replace(c.model, vocab_size=256))
+    print(f'model.vocab_size=0 (from a tokenizer): using {config_lib.SYNTHETIC_VOCAB}')
+  c = config_lib.resolve_vocab(c, config_lib.SYNTHETIC_VOCAB)
   n = jax.device_count()
   print(f'{_CONFIG.value.model.num_layers} layers, d_model {c.model.d_model},'
         f' batch {c.data.batch_size} x {c.data.seq_len}, {n} simulated devices')

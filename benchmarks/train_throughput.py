@@ -16,7 +16,6 @@ from jaxlm.simulated import use_simulated_devices
 if __name__ == '__main__':
   use_simulated_devices(sys.argv)
 
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
@@ -83,8 +82,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   c = config_lib.from_configdict(_CONFIG.value)
   if c.model.vocab_size == 0:
-    c = dataclasses.replace(c, model=dataclasses.replace(c.model, vocab_size=256))
-    print('model.vocab_size=0 (from a tokenizer): using 256')
+    print(f'model.vocab_size=0 (from a tokenizer): using {config_lib.SYNTHETIC_VOCAB}')
+  c = config_lib.resolve_vocab(c, config_lib.SYNTHETIC_VOCAB)
   r = measure(c, _STEPS.value, _WARMUP.value)
   m, d = c.model, c.data
   print(f'{m.num_layers} layers, d_model {m.d_model}, batch {d.batch_size} x {d.seq_len},'

@@ -231,3 +231,19 @@ def to_dict(c: Config) -> dict:
   }
   del out['model']['remat']  # a copy of parallel.remat
   return out
+
+
+def resolve_vocab(c: Config, tokenizer_vocab: int) -> Config:
+  """Fills model.vocab_size from the tokenizer (rounded up) or checks it."""
+  m = c.model
+  if m.vocab_size == 0:
+    size = -(-tokenizer_vocab // m.vocab_multiple) * m.vocab_multiple
+    return dataclasses.replace(c, model=dataclasses.replace(m, vocab_size=size))
+  if m.vocab_size < tokenizer_vocab:
+    raise ConfigError(
+        f'model.vocab_size={m.vocab_size} is smaller than the tokenizer\'s'
+        f' {tokenizer_vocab}; set model.vocab_size=0 to size it automatically')
+  return c
+
+
+SYNTHETIC_VOCAB = 256  # tools without a tokenizer (planner, benchmarks)

@@ -207,8 +207,8 @@ def main(argv) -> None:
   logging.set_verbosity(logging.WARNING)
   c = config_lib.from_configdict(_CONFIG.value)
   if c.model.vocab_size == 0:
-    c = dataclasses.replace(c, model=dataclasses.replace(c.model, vocab_size=256))
-    print('model.vocab_size=0: planning with 256 (set it for your tokenizer)')
+    print(f'model.vocab_size=0 (from a tokenizer): using {config_lib.SYNTHETIC_VOCAB}')
+  c = config_lib.resolve_vocab(c, config_lib.SYNTHETIC_VOCAB)
   n = jax.device_count()
   print(format_plan(compile_plan(c, sharding.make_mesh(c.parallel))))
   if _MEMORY.value:

@@ -20,7 +20,8 @@ from jaxlm import data as data_lib
 from jaxlm import flops as flops_lib
 from jaxlm import generate, plan, sharding, steps as steps_lib, tokenizers
 from jaxlm.checkpoint import Checkpointer
-from jaxlm.config import Config, ConfigError, to_dict
+from jaxlm import config as config_lib
+from jaxlm.config import Config, to_dict
 from jaxlm.metrics import MetricWriter, format_duration, log
 
 
@@ -33,19 +34,6 @@ def new_workdir(root: str = 'runs') -> str:
     path = os.path.join(root, f'{stamp}-{suffix}')
     suffix += 1
   return path
-
-
-def resolve_vocab(c: Config, tokenizer_vocab: int) -> Config:
-  """Fills model.vocab_size from the tokenizer (rounded up) or checks it."""
-  m = c.model
-  if m.vocab_size == 0:
-    size = -(-tokenizer_vocab // m.vocab_multiple) * m.vocab_multiple
-    return dataclasses.replace(c, model=dataclasses.replace(m, vocab_size=size))
-  if m.vocab_size < tokenizer_vocab:
-    raise ConfigError(
-        f'model.vocab_size={m.vocab_size} is smaller than the tokenizer\'s'
-        f' {tokenizer_vocab}; set model.vocab_size=0 to size it automatically')
-  return c
 
 
 def _global_batch(mesh, local: dict) -> dict:
@@ -71,7 +59,7 @@ def run(c: Config, workdir: str | None = None) -> dict:
   d = c.data
   tokenizer = tokenizers.build_tokenizer(
       d, workdir, lambda: data_lib.documents(d, d.train_split))
-  c = resolve_vocab(c, tokenizer.vocab_size)
+  c = config_lib.resolve_vocab(c, tokenizer.vocab_size)
   config_dict = to_dict(c)
   ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
   ckpt.check_compatible(config_dict)
