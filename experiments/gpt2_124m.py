@@ -34,5 +34,6 @@ def get_config() -> ml_collections.ConfigDict:
       sample_prompt='The', sample_tokens=100, sample_temperature=0.8,
   ))
   c.parallel = ml_collections.ConfigDict(dict(
-      data=-1, model=1, pipeline=1, zero_stage=0, remat='none'))
+      data=-1, model=1, pipeline=1, zero_stage=0, remat='none',
+      microbatches=1, pipeline_schedule='gpipe', pipeline_repeats=1))
   return c

@@ -57,11 +57,13 @@ class Checkpointer:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     return restored['state']
 
+  def due(self, step: int, *, force: bool = False) -> bool:
+    """Whether `save` would write this step: a multiple of `every`, or forced, and new."""
+    return (force or step % self.every == 0) and step not in self._manager.all_steps()
+
   def save(self, step: int, state, config: dict, *, force: bool = False) -> bool:
     """Saves at multiples of `every` (or when forced); never overwrites a step."""
-    if step in self._manager.all_steps():
-      return False
-    if not force and step % self.every:
+    if not self.due(step, force=force):
       return False
     return self._manager.save(
         step,

@@ -27,6 +27,12 @@ class TokenizerKind(enum.Enum):
   SENTENCEPIECE = 'sentencepiece'
 
 
+class Schedule(enum.Enum):
+  """How microbatches flow through the pipeline stages."""
+  GPIPE = 'gpipe'  # each stage holds one contiguous chunk of layers
+  CIRCULAR = 'circular'  # each stage holds pipeline_repeats non-adjacent chunks
+
+
 class Remat(enum.Enum):
   """What the backward pass recomputes instead of keeping from the forward."""
   NONE = 'none'  # keep every activation
@@ -100,6 +106,9 @@ class ParallelConfig:
   pipeline: int
   zero_stage: int  # 0 replicated, 1 +optimizer state, 2 +gradients, 3 +parameters over data
   remat: Remat
+  microbatches: int  # pipeline only: each (accumulation) batch is split into this many
+  pipeline_schedule: Schedule
+  pipeline_repeats: int  # circular only: layer chunks per stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +158,8 @@ def from_configdict(cd) -> Config:
       data=_section(DataConfig, raw['data'], 'data',
                     source=DataSource, tokenizer=TokenizerKind),
       train=_section(TrainConfig, raw['train'], 'train'),
-      parallel=_section(ParallelConfig, raw['parallel'], 'parallel', remat=Remat),
+      parallel=_section(ParallelConfig, raw['parallel'], 'parallel', remat=Remat,
+                        pipeline_schedule=Schedule),
   )
   config = dataclasses.replace(
       config, model=dataclasses.replace(config.model, remat=config.parallel.remat))
@@ -215,10 +225,29 @@ def validate(c: Config) -> None:
     raise ConfigError(f'parallel.zero_stage={p.zero_stage} must be 0, 1, 2 or 3')
   if [p.data, p.model, p.pipeline].count(-1) > 1:
     raise ConfigError('only one of parallel.data/model/pipeline may be -1 (fill)')
-  if p.pipeline != 1:
+  if p.microbatches <= 0 or p.pipeline_repeats <= 0:
     raise ConfigError(
-        f'parallel.pipeline={p.pipeline}: pipeline parallelism is not built yet;'
-        ' set parallel.pipeline=1')
+        f'parallel.microbatches={p.microbatches} and parallel.pipeline_repeats='
+        f'{p.pipeline_repeats} must be positive integers')
+  if p.pipeline_schedule is Schedule.GPIPE and p.pipeline_repeats != 1:
+    raise ConfigError(
+        f'parallel.pipeline_repeats={p.pipeline_repeats} needs'
+        ' parallel.pipeline_schedule=circular; gpipe holds one chunk per stage (repeats=1)')
+  if p.pipeline != 1:
+    micro = d.batch_size // t.grad_accum_steps
+    if micro % p.microbatches:
+      raise ConfigError(
+          f'parallel.microbatches={p.microbatches} does not divide the batch of {micro}'
+          f' rows (data.batch_size / train.grad_accum_steps); pick a divisor of {micro}')
+    if p.pipeline > 0 and m.num_layers % (p.pipeline * p.pipeline_repeats):
+      raise ConfigError(
+          f'model.num_layers={m.num_layers} does not split into parallel.pipeline='
+          f'{p.pipeline} stages x parallel.pipeline_repeats={p.pipeline_repeats} chunks;'
+          ' pick sizes whose product divides num_layers')
+    if p.pipeline_repeats > 1 and p.pipeline > 0 and p.microbatches < p.pipeline:
+      raise ConfigError(
+          f'parallel.microbatches={p.microbatches} is fewer than the {p.pipeline} stages;'
+          ' the circular schedule needs microbatches >= parallel.pipeline')
 
 
 def to_dict(c: Config) -> dict:

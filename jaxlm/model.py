@@ -11,6 +11,8 @@ a parameter of a block has shape [N, ...].
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -118,6 +120,23 @@ class Block(nn.Module):
     return constrain(x_BLD, ('batch', 'length', 'act_embed')), None
 
 
+def scanned_block(cfg: ModelConfig):
+  """Block under nn.scan (and nn.remat if cfg.remat says): params get a leading axis."""
+  block = Block
+  if cfg.remat is not Remat.NONE:
+    policy = {Remat.FULL: jax.checkpoint_policies.nothing_saveable,
+              Remat.MATMULS: jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+              }[cfg.remat]
+    block = nn.remat(Block, policy=policy, prevent_cse=False)
+  return nn.scan(
+      block,
+      variable_axes={'params': 0},
+      split_rngs={'params': True, 'dropout': True},
+      length=cfg.num_layers,
+      metadata_params={nn.PARTITION_NAME: 'layers'},
+  )
+
+
 class Blocks(nn.Module):
   """The N blocks, scanned: parameters carry a leading `layers` axis."""
   cfg: ModelConfig
@@ -125,29 +144,23 @@ class Blocks(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD):
-    block = Block
-    if self.cfg.remat is not Remat.NONE:
-      policy = {Remat.FULL: jax.checkpoint_policies.nothing_saveable,
-                Remat.MATMULS: jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-                }[self.cfg.remat]
-      block = nn.remat(Block, policy=policy, prevent_cse=False)
-    stack = nn.scan(
-        block,
-        variable_axes={'params': 0},
-        split_rngs={'params': True, 'dropout': True},
-        length=self.cfg.num_layers,
-        metadata_params={nn.PARTITION_NAME: 'layers'},
-    )
-    x_BLD, _ = stack(self.cfg, self.deterministic, name='blocks')(x_BLD, None)
+    x_BLD, _ = scanned_block(self.cfg)(self.cfg, self.deterministic, name='blocks')(x_BLD, None)
     return x_BLD
 
 
 class GPT(nn.Module):
-  """Token + position embeddings, scanned blocks, final norm, logits over V."""
+  """Token + position embeddings, scanned blocks, final norm, logits over V.
+
+  `stack` builds the module that runs the blocks: `Blocks`, or a drop-in with
+  the same parameters such as the pipeline in jaxlm/pipeline.py. The model
+  itself knows nothing of pipeline stages.
+  """
   cfg: ModelConfig
+  stack: Callable[..., nn.Module] = Blocks
 
   @nn.compact
-  def __call__(self, tokens_BL, deterministic: bool = True):
+  def __call__(self, tokens_BL, deterministic: bool = True, return_hidden: bool = False):
+    """Logits [B, L, V]; with return_hidden, the final-norm hidden states [B, L, D]."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     V, D = cfg.vocab_size, cfg.d_model
     L = tokens_BL.shape[1]
@@ -157,8 +170,10 @@ class GPT(nn.Module):
     x_BLD = (jnp.take(wte, tokens_BL, axis=0) + wpe[None, :L]).astype(dt)
     x_BLD = constrain(x_BLD, ('batch', 'length', 'act_embed'))
     x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=deterministic)
-    x_BLD = Blocks(cfg, deterministic, name='stack')(x_BLD)
+    x_BLD = self.stack(cfg, deterministic, name='stack')(x_BLD)
     x_BLD = LayerNorm(cfg.use_bias, dt, name='ln_final')(x_BLD)
+    if return_hidden:
+      return x_BLD
     if cfg.tie_embeddings:
       w_DV = wte.T
     else:

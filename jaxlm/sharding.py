@@ -37,7 +37,7 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ('mlp', 'model'),
     ('norm', None),
     ('position', None),
-    ('layers', None),
+    ('layers', 'pipeline'),  # each stage holds its layers (jaxlm/pipeline.py)
     # activations
     ('batch', 'data'),
     ('length', None),
@@ -108,6 +108,24 @@ def check_layout(c: Config, mesh: Mesh) -> None:
     raise ConfigError(
         f'model.vocab_size={c.model.vocab_size} is not divisible by parallel.model={model};'
         f' set model.vocab_multiple={model} (or a multiple of it) and model.vocab_size=0')
+  stages = mesh.shape['pipeline']
+  p = c.parallel
+  if stages > 1:
+    if micro % p.microbatches or (micro // p.microbatches) % data:
+      raise ConfigError(
+          f'the pipeline splits each batch of {micro} rows into parallel.microbatches='
+          f'{p.microbatches}, which must divide it into parts divisible by the data axis'
+          f' ({data}); use a batch size that is a multiple of {data * p.microbatches}'
+          f' x train.grad_accum_steps')
+    if c.model.num_layers % (stages * p.pipeline_repeats):
+      raise ConfigError(
+          f'model.num_layers={c.model.num_layers} does not split into {stages} pipeline'
+          f' stages x parallel.pipeline_repeats={p.pipeline_repeats} chunks;'
+          ' pick sizes whose product divides num_layers')
+    if p.pipeline_repeats > 1 and p.microbatches < stages:
+      raise ConfigError(
+          f'parallel.microbatches={p.microbatches} is fewer than the {stages} pipeline'
+          ' stages; the circular schedule needs microbatches >= stages')
   if c.parallel.zero_stage and c.model.d_model % data:
     raise ConfigError(
         f'parallel.zero_stage={c.parallel.zero_stage} shards model.d_model={c.model.d_model}'

@@ -18,7 +18,7 @@ from flax import linen as nn
 from flax import struct
 from jax.sharding import Mesh
 
-from jaxlm import sharding
+from jaxlm import pipeline, sharding
 from jaxlm.config import Config
 from jaxlm.model import GPT
 from jaxlm.optim import make_optimizer, schedule
@@ -99,11 +99,13 @@ def eval_step(params, batch: Batch, *, model: GPT) -> jax.Array:
   return loss_fn(params, batch, None, model=model, train=False)
 
 
-def init_state(seed: int, *, model: GPT, tx, seq_len: int) -> TrainState:
+def init_state(seed: int, *, model: GPT, tx, seq_len: int,
+               to_stage_order: Callable = lambda tree: tree) -> TrainState:
+  """The same initial parameters for every layout (in its layer order)."""
   rng = jax.random.PRNGKey(seed)
   init_rng, train_rng = jax.random.split(rng)
   tokens = jnp.zeros((1, seq_len), jnp.int32)
-  params = nn.meta.unbox(model.init({'params': init_rng}, tokens)['params'])
+  params = to_stage_order(nn.meta.unbox(model.init({'params': init_rng}, tokens)['params']))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), rng=train_rng)
 
@@ -119,6 +121,11 @@ class Steps:
   init: Callable[[], TrainState]
   train: Callable[[TrainState, Batch], tuple[TrainState, dict]]
   eval: Callable[[Any, Batch], jax.Array]
+  # The circular pipeline keeps layers in stage order (jaxlm/pipeline.py);
+  # checkpoints and sampling use the canonical order. Identities otherwise.
+  to_canonical: Callable[[Any], Any]
+  from_canonical: Callable[[TrainState], TrainState]
+  pipeline: pipeline.Spec | None
 
 
 def abstract_params(model: GPT, seq_len: int):
@@ -144,15 +151,26 @@ def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int, zero_stage: int
 def build(c: Config, mesh: Mesh) -> Steps:
   """Builds the model and jits init/train/eval with explicit shardings."""
   sharding.check_layout(c, mesh)
-  model = GPT(c.model)
+  stages = mesh.shape['pipeline']
+  model = GPT(c.model, stack=pipeline.stack_for(c.parallel, stages))
+  spec = pipeline.spec_for(c.parallel, stages) if stages > 1 else None
   tx = make_optimizer(c.train)
   seq_len = c.data.seq_len
   shardings, grad_shardings = state_shardings(model, tx, mesh, seq_len,
                                               c.parallel.zero_stage)
   rep, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
+  identity = lambda tree: tree
+  to_canonical = from_canonical = to_stage_order = identity
+  if spec is not None and spec.repeats > 1:
+    n = c.model.num_layers
+    to_stage_order = functools.partial(pipeline.to_stage_order, num_layers=n, spec=spec)
+    to_canonical = jax.jit(functools.partial(pipeline.to_canonical, num_layers=n, spec=spec))
+    from_canonical = jax.jit(to_stage_order, out_shardings=shardings)
+
   init = jax.jit(functools.partial(init_state, c.train.seed, model=model, tx=tx,
-                                   seq_len=seq_len), out_shardings=shardings)
+                                   seq_len=seq_len, to_stage_order=to_stage_order),
+                 out_shardings=shardings)
   abstract = jax.eval_shape(init)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
@@ -164,4 +182,5 @@ def build(c: Config, mesh: Mesh) -> Steps:
       donate_argnums=0)
   evaluate = jax.jit(functools.partial(eval_step, model=model),
                      in_shardings=(shardings.params, batch_sh), out_shardings=rep)
-  return Steps(model, tx, mesh, shardings, abstract, init, train, evaluate)
+  return Steps(model, tx, mesh, shardings, abstract, init, train, evaluate,
+               to_canonical, from_canonical, spec)

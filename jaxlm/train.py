@@ -18,10 +18,11 @@ import numpy as np
 
 from jaxlm import data as data_lib
 from jaxlm import flops as flops_lib
-from jaxlm import generate, plan, sharding, steps as steps_lib, tokenizers
+from jaxlm import generate, pipeline, plan, sharding, steps as steps_lib, tokenizers
 from jaxlm.checkpoint import Checkpointer
 from jaxlm import config as config_lib
 from jaxlm.config import Config, to_dict
+from jaxlm.model import GPT
 from jaxlm.metrics import MetricWriter, format_duration, log
 
 
@@ -79,12 +80,16 @@ def run(c: Config, workdir: str | None = None) -> dict:
   with sharding.activate(mesh):
     s = steps_lib.build(c, mesh)
     start = ckpt.latest_step()
-    state = s.init() if start is None else ckpt.restore(start, s.abstract_state)
+    # Checkpoints keep layers in canonical order, whatever the pipeline.
+    state = s.init() if start is None else s.from_canonical(
+        ckpt.restore(start, s.abstract_state))
     start = start or 0
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f'model: {n_params / 1e6:.2f}M parameters, vocab {c.model.vocab_size};'
         f' mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}'
         f' devices; peak {peak / 1e12:.2f} TFLOP/s ({peak_source})')
+    if s.pipeline is not None:
+      log(pipeline.describe(s.pipeline))
     if start:
       log(f'resumed from step {start}')
 
@@ -139,7 +144,8 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
       writer.write(done, {'eval_loss': eval_loss, 'eval_perplexity': math.exp(eval_loss)})
       log(f'eval  step {done:>6} | loss {eval_loss:.4f} | perplexity {math.exp(eval_loss):.2f}')
       result['eval_loss'] = eval_loss
-    if ckpt.save(done, state, config_dict, force=done == t.steps):
+    if ckpt.due(done, force=done == t.steps) and ckpt.save(
+        done, s.to_canonical(state), config_dict, force=done == t.steps):
       log(f'checkpoint step {done} -> {ckpt.directory}')
   if pending is not None:
     result.update(_report(pending, window_start, window_steps, tokens_per_step,
@@ -149,7 +155,9 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
 
   if t.sample_tokens > 0 and t.sample_prompt:
     prompt = tokenizer.encode(t.sample_prompt)
-    ids = generate.sample(state.params, s.model, list(prompt), t.sample_tokens,
+    # The plain model (no pipeline) on canonical-order parameters.
+    ids = generate.sample(s.to_canonical(state.params), GPT(c.model), list(prompt),
+                          t.sample_tokens,
                           temperature=t.sample_temperature, seed=t.seed)
     text = t.sample_prompt + tokenizer.decode(ids)
     log('sample:\n' + text)

@@ -33,12 +33,12 @@ def _run(cfg, devices, batches):
     grad_fn = jax.jit(functools.partial(
         steps_lib.loss_and_grads, model=s.model, accum=cfg.train.grad_accum_steps))
     _, grads = grad_fn(state.params, put(batches[0]), state.rng)
-    grads = jax.device_get(grads)
+    grads = jax.device_get(s.to_canonical(grads))
     losses = []
     for b in batches:
       state, metrics = s.train(state, put(b))
       losses.append(float(metrics['loss']))
-    return grads, losses, jax.device_get(state.params)
+    return grads, losses, jax.device_get(s.to_canonical(state.params))
 
 
 def _assert_trees_close(a, b):

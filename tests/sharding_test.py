@@ -7,24 +7,25 @@ from jaxlm import sharding, steps as steps_lib
 from jaxlm.model import GPT
 from tests.configs import tiny_config
 
-# (data, model) = (4, 2). Change the rules on purpose, then update this table.
+# (data, model, pipeline) = (4, 2, 1): layers are split over `pipeline` (size 1 here).
+# Change the rules on purpose, then update this table.
 GOLDEN = {
     'ln_final/scale': P(None),
-    'stack/blocks/attn/out': P(None, 'model', None, None),
-    'stack/blocks/attn/qkv': P(None, None, None, 'model', None),
-    'stack/blocks/ln_attn/scale': P(None, None),
-    'stack/blocks/ln_mlp/scale': P(None, None),
-    'stack/blocks/mlp/down': P(None, 'model', None),
-    'stack/blocks/mlp/up': P(None, None, 'model'),
+    'stack/blocks/attn/out': P('pipeline', 'model', None, None),
+    'stack/blocks/attn/qkv': P('pipeline', None, None, 'model', None),
+    'stack/blocks/ln_attn/scale': P('pipeline', None),
+    'stack/blocks/ln_mlp/scale': P('pipeline', None),
+    'stack/blocks/mlp/down': P('pipeline', 'model', None),
+    'stack/blocks/mlp/up': P('pipeline', None, 'model'),
     'wpe': P(None, None),
     'wte': P('model', None),
 }
 # ZeRO shards the `embed` dimension of every matrix over `data`.
 GOLDEN_ZERO = dict(GOLDEN, **{
-    'stack/blocks/attn/out': P(None, 'model', None, 'data'),
-    'stack/blocks/attn/qkv': P(None, None, 'data', 'model', None),
-    'stack/blocks/mlp/down': P(None, 'model', 'data'),
-    'stack/blocks/mlp/up': P(None, 'data', 'model'),
+    'stack/blocks/attn/out': P('pipeline', 'model', None, 'data'),
+    'stack/blocks/attn/qkv': P('pipeline', None, 'data', 'model', None),
+    'stack/blocks/mlp/down': P('pipeline', 'model', 'data'),
+    'stack/blocks/mlp/up': P('pipeline', 'data', 'model'),
     'wpe': P(None, 'data'),
     'wte': P('model', 'data'),
 })
