@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
       grad_accum_steps=1, seed=0, log_every=50, eval_every=1000,
       eval_steps=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_prompt='The', sample_tokens=100, sample_temperature=0.8,
+      on_nonfinite='skip', spike_factor=3.0,
   ))
   c.parallel = ml_collections.ConfigDict(dict(
       data=-1, model=1, pipeline=1, zero_stage=0, remat='none',

@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
       grad_accum_steps=1, seed=0, log_every=100, eval_every=500,
       eval_steps=20, checkpoint_every=500, keep_checkpoints=3,
       sample_prompt='ROMEO:', sample_tokens=200, sample_temperature=0.8,
+      on_nonfinite='skip', spike_factor=3.0,
   ))
   c.parallel = ml_collections.ConfigDict(dict(
       data=-1, model=1, pipeline=1, zero_stage=0, remat='none',

@@ -33,6 +33,12 @@ class Schedule(enum.Enum):
   CIRCULAR = 'circular'  # each stage holds pipeline_repeats non-adjacent chunks
 
 
+class NonFinite(enum.Enum):
+  """What a step whose loss or gradients are NaN/Inf does."""
+  SKIP = 'skip'  # leave params and optimizer state as they were; count it; go on
+  HALT = 'halt'  # stop with a checkpoint of the last good state
+
+
 class Remat(enum.Enum):
   """What the backward pass recomputes instead of keeping from the forward."""
   NONE = 'none'  # keep every activation
@@ -97,6 +103,8 @@ class TrainConfig:
   sample_prompt: str
   sample_tokens: int
   sample_temperature: float
+  on_nonfinite: NonFinite
+  spike_factor: float  # log a loss above this multiple of its running mean; 0: off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +165,7 @@ def from_configdict(cd) -> Config:
       model=_section(ModelConfig, raw['model'], 'model'),
       data=_section(DataConfig, raw['data'], 'data',
                     source=DataSource, tokenizer=TokenizerKind),
-      train=_section(TrainConfig, raw['train'], 'train'),
+      train=_section(TrainConfig, raw['train'], 'train', on_nonfinite=NonFinite),
       parallel=_section(ParallelConfig, raw['parallel'], 'parallel', remat=Remat,
                         pipeline_schedule=Schedule),
   )
@@ -215,6 +223,10 @@ def validate(c: Config) -> None:
         f'train.warmup_steps={t.warmup_steps} must be in [0, train.steps={t.steps}]')
   if t.learning_rate <= 0:
     raise ConfigError(f'train.learning_rate={t.learning_rate} must be > 0')
+  if t.spike_factor != 0 and t.spike_factor <= 1:
+    raise ConfigError(
+        f'train.spike_factor={t.spike_factor} must be > 1 (a multiple of the running'
+        ' mean loss) or 0 to turn spike logging off')
   if t.grad_clip < 0:
     raise ConfigError(f'train.grad_clip={t.grad_clip} must be >= 0 (0 disables)')
   for name, value in (('parallel.data', p.data), ('parallel.model', p.model),

@@ -4,6 +4,8 @@
       [--config.train.steps=500 ...]
 
 Without --workdir a fresh folder under runs/ is made; an existing one resumes.
+SIGTERM or Ctrl-C saves a checkpoint and exits 0. Multi-host: see
+jaxlm/distributed.py (every process runs this same command).
 """
 
 import os
@@ -15,10 +17,16 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxlm import config as config_lib  # noqa: E402
-from jaxlm import train  # noqa: E402
+from jaxlm import distributed, train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder; resumes if it exists.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'Multi-host: HOST:PORT of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: process count.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0-based.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Multi-host with the cluster detected (TPU pod, SLURM, ...).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -28,6 +36,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
   try:
     config = config_lib.from_configdict(_CONFIG.value)
+    if distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                              auto=_DISTRIBUTED.value) and not _WORKDIR.value:
+      raise config_lib.ConfigError('a multi-host run needs --workdir=DIR on a filesystem'
+                                   ' every process sees (the same path on each)')
     train.run(config, _WORKDIR.value)
   except (config_lib.ConfigError, FloatingPointError) as e:
     print(f'error: {e}', file=sys.stderr)

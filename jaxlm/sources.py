@@ -105,7 +105,25 @@ def _tfds_documents(cfg: DataConfig, split: str) -> Iterator[str]:
     raise ConfigError(f'{_split_setting(cfg, split)}={split!r} is not a split of'
                       f' {cfg.dataset}; it has: {", ".join(names)}')
   dataset = tfds.as_numpy(builder.as_dataset(split=split))
-  return (example[cfg.text_key].decode('utf-8') for example in dataset)
+  return _decoded(cfg, split, dataset, builder.data_dir)
+
+
+def _decoded(cfg: DataConfig, split: str, dataset, data_dir: str) -> Iterator[str]:
+  """The text of each example; corrupt records and non-UTF-8 text in one line."""
+  import tensorflow as tf
+  try:
+    for example in dataset:
+      yield example[cfg.text_key].decode('utf-8')
+  except tf.errors.OpError as e:
+    raise ConfigError(
+        f'the prepared TFDS {cfg.dataset} ({split}) in {data_dir} is corrupt'
+        f' ({type(e).__name__}); delete that folder and run again to prepare it anew'
+        ) from None
+  except UnicodeDecodeError as e:
+    raise ConfigError(
+        f'TFDS {cfg.dataset} ({split}) feature {cfg.text_key!r} is not UTF-8 text'
+        f' (byte {e.start}: {e.object[e.start:e.start + 1]!r}); pick a text feature'
+        ' with data.text_key') from None
 
 
 # --- Files -------------------------------------------------------------------

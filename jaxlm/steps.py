@@ -19,7 +19,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from jaxlm import pipeline, sharding
-from jaxlm.config import Config
+from jaxlm.config import Config, NonFinite
 from jaxlm.model import GPT
 from jaxlm.optim import make_optimizer, schedule
 
@@ -31,6 +31,8 @@ class TrainState(struct.PyTreeNode):
   params: Any
   opt_state: Any
   rng: jax.Array  # uint32[2] base key; step s uses fold_in(rng, s)
+  # int32 scalar: steps whose loss or gradients were NaN/Inf (None: not tracked)
+  nonfinite: jax.Array | None = None
 
 
 def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
@@ -78,20 +80,37 @@ def loss_and_grads(params, batch: Batch, rng, *, model: GPT, accum: int):
 
 def train_step(state: TrainState, batch: Batch, *, model: GPT,
                tx: optax.GradientTransformation, lr_schedule, accum: int,
-               grad_shardings=None):
-  """One optimizer step: (state, batch) -> (state, metrics)."""
+               grad_shardings=None, on_nonfinite: NonFinite = NonFinite.SKIP):
+  """One optimizer step: (state, batch) -> (state, metrics).
+
+  A step whose loss or gradients are not finite changes neither the params
+  nor the optimizer state and is counted in `state.nonfinite`. Under SKIP the
+  step counter (and so the data) moves on; under HALT the state freezes from
+  then on, so the host can stop and save the last good state.
+  """
   rng = jax.random.fold_in(state.rng, state.step)
   loss, grads = loss_and_grads(state.params, batch, rng, model=model, accum=accum)
   if grad_shardings is not None:  # ZeRO-2: reduce-scatter instead of all-reduce
     grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
+  grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  nonfinite = state.nonfinite + (~finite).astype(jnp.int32)
+  if on_nonfinite is NonFinite.HALT:
+    apply = finite & (state.nonfinite == 0)
+    step = state.step + apply.astype(jnp.int32)
+  else:
+    apply, step = finite, state.step + 1
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
   metrics = {
       'loss': loss,
-      'grad_norm': optax.tree.norm(grads),
+      'grad_norm': grad_norm,
       'learning_rate': lr_schedule(state.step),
+      'nonfinite_steps': nonfinite,
   }
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  new_state = state.replace(step=step, params=keep(params, state.params),
+                            opt_state=keep(opt_state, state.opt_state), nonfinite=nonfinite)
   return new_state, metrics
 
 
@@ -107,7 +126,8 @@ def init_state(seed: int, *, model: GPT, tx, seq_len: int,
   tokens = jnp.zeros((1, seq_len), jnp.int32)
   params = to_stage_order(nn.meta.unbox(model.init({'params': init_rng}, tokens)['params']))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), rng=train_rng)
+                    opt_state=tx.init(params), rng=train_rng,
+                    nonfinite=jnp.zeros((), jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +164,8 @@ def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int, zero_stage: int
   rep = sharding.replicated(mesh)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, by_kind['opt_state'],
                                  transform_non_params=lambda _: rep)
-  state = TrainState(step=rep, params=by_kind['params'], opt_state=opt_sh, rng=rep)
+  state = TrainState(step=rep, params=by_kind['params'], opt_state=opt_sh, rng=rep,
+                     nonfinite=rep)
   return state, by_kind['grads']
 
 
@@ -177,7 +198,8 @@ def build(c: Config, mesh: Mesh) -> Steps:
   train = jax.jit(
       functools.partial(train_step, model=model, tx=tx, lr_schedule=schedule(c.train),
                         accum=c.train.grad_accum_steps,
-                        grad_shardings=grad_shardings if c.parallel.zero_stage >= 2 else None),
+                        grad_shardings=grad_shardings if c.parallel.zero_stage >= 2 else None,
+                        on_nonfinite=c.train.on_nonfinite),
       in_shardings=(shardings, batch_sh), out_shardings=(shardings, rep),
       donate_argnums=0)
   evaluate = jax.jit(functools.partial(eval_step, model=model),

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxlm import data as data_lib
 from jaxlm import flops as flops_lib
-from jaxlm import generate, pipeline, plan, sharding, steps as steps_lib, tokenizers
+from jaxlm import generate, health, pipeline, plan, sharding, steps as steps_lib, tokenizers
 from jaxlm.checkpoint import Checkpointer
 from jaxlm import config as config_lib
 from jaxlm.config import Config, to_dict
@@ -79,10 +79,9 @@ def run(c: Config, workdir: str | None = None) -> dict:
   peak, peak_source = flops_lib.peak_flops_per_second()
   with sharding.activate(mesh):
     s = steps_lib.build(c, mesh)
-    start = ckpt.latest_step()
+    start, state = ckpt.restore_latest(s.abstract_state)
     # Checkpoints keep layers in canonical order, whatever the pipeline.
-    state = s.init() if start is None else s.from_canonical(
-        ckpt.restore(start, s.abstract_state))
+    state = s.init() if start is None else s.from_canonical(state)
     start = start or 0
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f'model: {n_params / 1e6:.2f}M parameters, vocab {c.model.vocab_size};'
@@ -119,37 +118,65 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
   log(plan.memory_summary(c, s, train_step))
 
   result = {}
-  pending = None  # (step, device metrics): read one step late
-  previous = None  # the step before this one, waited for once this one is queued
-  window_start, window_steps = time.perf_counter(), 0
+  queued = []  # (step, device metrics): read one step late, never stalling the device
+  watch = health.LossWatch(t.on_nonfinite, t.spike_factor, log)
+  window = {'start': time.perf_counter(), 'steps': 0}
   run_start = time.perf_counter()
-  tokens_per_step = d.batch_size * d.seq_len
-  for step in range(start, t.steps):
-    state, metrics = train_step(state, batch(step))
-    # At most one step in flight: the device never idles, the host never runs
-    # ahead (many queued steps can deadlock XLA:CPU's collectives).
-    if previous is not None:
-      jax.block_until_ready(previous)
-    previous = metrics['loss']
-    window_steps += 1
-    if pending is not None:
-      result.update(_report(pending, window_start, window_steps - 1, tokens_per_step,
-                            flops_token, peak, t.steps, run_start, start, writer))
-      window_start, window_steps, pending = time.perf_counter(), 1, None
-    done = step + 1
+
+  def after_step(done, metrics):
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    watch.check(done, values)
+    window['steps'] += 1
     if done % t.log_every == 0 or done == t.steps:
-      pending = (done, metrics)
-    if done % t.eval_every == 0 or done == t.steps:
-      eval_loss = evaluate(s, state.params, eval_batches)
-      writer.write(done, {'eval_loss': eval_loss, 'eval_perplexity': math.exp(eval_loss)})
-      log(f'eval  step {done:>6} | loss {eval_loss:.4f} | perplexity {math.exp(eval_loss):.2f}')
-      result['eval_loss'] = eval_loss
-    if ckpt.due(done, force=done == t.steps) and ckpt.save(
-        done, s.to_canonical(state), config_dict, force=done == t.steps):
-      log(f'checkpoint step {done} -> {ckpt.directory}')
-  if pending is not None:
-    result.update(_report(pending, window_start, window_steps, tokens_per_step,
-                          flops_token, peak, t.steps, run_start, start, writer))
+      result.update(_report(done, values, window, d.batch_size * d.seq_len, flops_token,
+                            peak, t.steps, run_start, start, writer))
+      window.update(start=time.perf_counter(), steps=0)
+
+  def drain():  # check every queued step: nothing is evaluated or saved unchecked
+    while queued:
+      after_step(*queued.pop(0))
+
+  stop = health.StopRequest()
+  with stop.installed():
+    try:
+      for step in range(start, t.steps):
+        state, metrics = train_step(state, batch(step))
+        queued.append((step + 1, metrics))
+        # At most one step in flight: the device never idles, the host never
+        # runs ahead (many queued steps can deadlock XLA:CPU's collectives).
+        while len(queued) > 1:
+          after_step(*queued.pop(0))
+        done = step + 1
+        stopping = stop.requested()
+        evaluate_now = done % t.eval_every == 0 or done == t.steps
+        save_now = ckpt.due(done, force=done == t.steps or stopping)
+        if evaluate_now or save_now or stopping:
+          drain()
+        if evaluate_now:
+          eval_loss = evaluate(s, state.params, eval_batches)
+          writer.write(done, {'eval_loss': eval_loss, 'eval_perplexity': math.exp(eval_loss)})
+          log(f'eval  step {done:>6} | loss {eval_loss:.4f}'
+              f' | perplexity {math.exp(eval_loss):.2f}')
+          result['eval_loss'] = eval_loss
+        if save_now:
+          ckpt.save(done, s.to_canonical(state), config_dict, force=True)
+          log(f'checkpoint step {done} -> {ckpt.directory}')
+        if stopping:
+          ckpt.wait()
+          log(f'stopped by {stop.signal_name or "another process"} after step {done};'
+              f' checkpoint {done} is in {ckpt.directory}; run the same command to resume')
+          result.update(step=done, stopped=True)
+          return result
+      drain()
+    except health.NonFiniteHalt as e:
+      # The device froze the state at the first bad step: it is the last good one.
+      good = int(jax.device_get(state.step))
+      if ckpt.due(good, force=True):
+        ckpt.save(good, s.to_canonical(state), config_dict, force=True)
+      ckpt.wait()
+      raise health.NonFiniteHalt(
+          f'{e}; saved the last good state as checkpoint {good} in {ckpt.directory};'
+          ' lower train.learning_rate, or set train.on_nonfinite=skip, and resume') from None
   ckpt.wait()
   log(f'trained steps {start}..{t.steps} in {format_duration(time.perf_counter() - run_start)}')
 
@@ -169,22 +196,17 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
   return result
 
 
-def _report(pending, window_start, window_steps, tokens_per_step, flops_token, peak,
-            total_steps, run_start, start, writer) -> dict:
-  step, metrics = pending
-  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  if not math.isfinite(values['loss']):
-    raise FloatingPointError(
-        f'loss is {values["loss"]} at step {step}; lower train.learning_rate or'
-        ' raise train.warmup_steps, then resume from the last checkpoint')
-  elapsed = max(time.perf_counter() - window_start, 1e-9)
-  tok_s = window_steps * tokens_per_step / elapsed
-  values['tokens_per_sec'] = tok_s
-  values['mfu'] = flops_lib.mfu(tok_s, flops_token, peak)
+def _report(step, values, window, tokens_per_step, flops_token, peak, total_steps,
+            run_start, start, writer) -> dict:
+  elapsed = max(time.perf_counter() - window['start'], 1e-9)
+  tok_s = window['steps'] * tokens_per_step / elapsed
+  values = dict(values, tokens_per_sec=tok_s, mfu=flops_lib.mfu(tok_s, flops_token, peak))
   per_step = (time.perf_counter() - run_start) / max(step - start, 1)
   writer.write(step, values)
+  skipped = int(values.get('nonfinite_steps', 0))
   log(f'train step {step:>6}/{total_steps} | loss {values["loss"]:.4f}'
       f' | lr {values["learning_rate"]:.2e} | grad norm {values["grad_norm"]:.2f}'
       f' | {tok_s:,.0f} tok/s | MFU {100 * values["mfu"]:.1f}%'
+      + (f' | {skipped} skipped' if skipped else '') +
       f' | ETA {format_duration(per_step * (total_steps - step))}')
   return {'loss': values['loss'], 'tokens_per_sec': tok_s}
