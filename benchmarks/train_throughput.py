@@ -33,9 +33,9 @@ flags.DEFINE_integer('devices', 1, 'Simulated CPU devices (CPU only).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 
 
-def measure(c: config_lib.Config, steps: int, warmup: int) -> dict:
+def measure(c: config_lib.Config, steps: int, warmup: int, devices=None) -> dict:
   """Compile time, per-step times and throughput of the jitted train step."""
-  mesh = sharding.make_mesh(c.parallel)
+  mesh = sharding.make_mesh(c.parallel, devices)
   d = c.data
   with sharding.activate(mesh):
     s = steps_lib.build(c, mesh)
