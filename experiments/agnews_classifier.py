@@ -1,0 +1,65 @@
+"""AG News topic classification (World, Sports, Business, Sci/Tech), byte-level GPT.
+
+Offline, from the CSV copies in ../shared/data/ag_news (the default): the
+eval split is 20% of test.csv held out stratified by class (380 rows of each
+class, 1,520 in all, chosen with train.seed); the other 6,080 rows of
+test.csv and the 581 rows of train_subset.csv are the training examples.
+Each text is the title and the description joined by a newline, as UTF-8
+bytes, cut to the first data.max_length bytes.
+
+  python -m jaxlm.finetune --config=experiments/agnews_classifier.py
+
+From a byte-level pretraining run (its architecture and tokenizer are used;
+data.max_length must fit its model.max_len):
+
+  python -m jaxlm.finetune --config=experiments/agnews_classifier.py \\
+      --config.classifier.init_from=/tmp/bytepre
+
+With internet, the full TFDS `ag_news_subset` (120,000 training rows, the
+7,600-row test split as the eval split):
+
+  python -m jaxlm.finetune --config=experiments/agnews_classifier.py:tfds
+"""
+
+import pathlib
+
+import ml_collections
+
+AG_NEWS = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'ag_news'
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # gpt_small's shape and context; replaced by the pretrained run's shape
+  # when classifier.init_from is set.
+  c.model = ml_collections.ConfigDict(dict(
+      num_layers=4, num_heads=4, d_model=128, d_ff=512, max_len=64,
+      dropout=0.1, dtype='float32', vocab_size=0, vocab_multiple=1,
+      tie_embeddings=True, use_bias=False,
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      source='csv',
+      train_files=str(AG_NEWS / 'train_subset.csv'),
+      eval_files=str(AG_NEWS / 'test.csv'),
+      eval_holdout=0.2,
+      csv_label_column=0, csv_text_columns=(1, 2), csv_labels=('1', '2', '3', '4'),
+      csv_skip_header=False,
+      tfds_dataset='ag_news_subset', tfds_text_keys=('title', 'description'),
+      tfds_label_key='label', tfds_data_dir='', train_split='train', eval_split='test',
+      class_names=('World', 'Sports', 'Business', 'Sci/Tech'),
+      tokenizer='byte', vocab_size=0, max_length=64, truncation='keep_start',
+      batch_size=32,
+  ))
+  c.classifier = ml_collections.ConfigDict(dict(pooling='mean', init_from=''))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=300, learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=30,
+      weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, seed=0,
+      log_every=50, eval_every=100, checkpoint_every=100, keep_checkpoints=2,
+  ))
+  c.parallel = ml_collections.ConfigDict(dict(data=-1, model=1, zero_stage=0, remat='none'))
+  if variant == 'tfds':
+    c.data.source = 'tfds'
+    c.data.eval_holdout = 1.0  # the whole TFDS test split
+  elif variant:
+    raise ValueError(f'unknown variant {variant!r} of agnews_classifier; known: tfds')
+  return c
