@@ -10,6 +10,10 @@ Offline, with the corpus in a local folder:
 
   python -m jaxlm.main --config=experiments/gpt_small.py \
       --config.data.manual_dir=../shared/data/tinyshakespeare
+
+A profiler trace of steps 10..14 (open it with TensorBoard or ui.perfetto.dev):
+
+  python -m jaxlm.main --config=experiments/gpt_small.py --config.profile.num_steps=5
 """
 
 import ml_collections
@@ -40,4 +44,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.parallel = ml_collections.ConfigDict(dict(
       data=-1, model=1, pipeline=1, zero_stage=0, remat='none',
       microbatches=1, pipeline_schedule='gpipe', pipeline_repeats=1))
+  # A jax.profiler trace of steps start_step.. into {workdir}/profile; 0 steps: off.
+  c.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
   return c

@@ -120,11 +120,24 @@ class ParallelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+  """A jax.profiler trace of train steps start_step .. start_step+num_steps-1."""
+  start_step: int  # the step from state.step == start_step (metrics.jsonl's start_step+1)
+  num_steps: int  # 0: no trace
+
+
+PROFILE_OFF = ProfileConfig(start_step=0, num_steps=0)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   model: ModelConfig
   data: DataConfig
   train: TrainConfig
   parallel: ParallelConfig
+  # Optional: run folders and checkpoints written before profiling existed have
+  # no profile section, and a trace never changes what a run computes.
+  profile: ProfileConfig = PROFILE_OFF
 
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
@@ -158,9 +171,11 @@ def from_configdict(cd) -> Config:
   """Turns an experiment's ConfigDict into a checked, frozen Config."""
   raw = cd.to_dict() if hasattr(cd, 'to_dict') else dict(cd)
   expected = {'model', 'data', 'train', 'parallel'}
-  if set(raw) != expected:
-    extra = ', '.join(sorted(set(raw) ^ expected))
-    raise ConfigError(f'config sections must be {sorted(expected)}; got extra/missing: {extra}')
+  optional = {'profile'}  # see Config.profile
+  if not expected <= set(raw) <= expected | optional:
+    extra = ', '.join(sorted((set(raw) - optional) ^ expected))
+    raise ConfigError(f'config sections must be {sorted(expected)}, optionally'
+                      f' {sorted(optional)}; got extra/missing: {extra}')
   config = Config(
       model=_section(ModelConfig, raw['model'], 'model'),
       data=_section(DataConfig, raw['data'], 'data',
@@ -168,6 +183,8 @@ def from_configdict(cd) -> Config:
       train=_section(TrainConfig, raw['train'], 'train', on_nonfinite=NonFinite),
       parallel=_section(ParallelConfig, raw['parallel'], 'parallel', remat=Remat,
                         pipeline_schedule=Schedule),
+      profile=(_section(ProfileConfig, raw['profile'], 'profile') if 'profile' in raw
+               else PROFILE_OFF),
   )
   config = dataclasses.replace(
       config, model=dataclasses.replace(config.model, remat=config.parallel.remat))
@@ -260,6 +277,19 @@ def validate(c: Config) -> None:
       raise ConfigError(
           f'parallel.microbatches={p.microbatches} is fewer than the {p.pipeline} stages;'
           ' the circular schedule needs microbatches >= parallel.pipeline')
+  _validate_profile(c.profile, t.steps)
+
+
+def _validate_profile(pr: ProfileConfig, steps: int) -> None:
+  if pr.start_step < 0:
+    raise ConfigError(f'profile.start_step={pr.start_step} must be >= 0 (the first traced step)')
+  if pr.num_steps < 0:
+    raise ConfigError(f'profile.num_steps={pr.num_steps} must be >= 0 (0 turns profiling off)')
+  if pr.num_steps and pr.start_step + pr.num_steps > steps:
+    raise ConfigError(
+        f'profile.start_step={pr.start_step} + profile.num_steps={pr.num_steps} runs past'
+        f' train.steps={steps}; lower profile.start_step, or set profile.num_steps=0 to'
+        ' turn profiling off')
 
 
 def to_dict(c: Config) -> dict:
@@ -268,7 +298,7 @@ def to_dict(c: Config) -> dict:
     return v.value if isinstance(v, enum.Enum) else v
   out = {
       section: {k: convert(v) for k, v in dataclasses.asdict(getattr(c, section)).items()}
-      for section in ('model', 'data', 'train', 'parallel')
+      for section in ('model', 'data', 'train', 'parallel', 'profile')
   }
   del out['model']['remat']  # a copy of parallel.remat
   return out

@@ -1,13 +1,16 @@
-"""Metrics out: metrics.jsonl, TensorBoard events, and the console."""
+"""What a run reports: metrics.jsonl, TensorBoard events, the console, profiler traces."""
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
 import sys
 
 import jax
+
+from jaxlm.config import ProfileConfig
 
 
 class MetricWriter:
@@ -41,6 +44,73 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def device_memory() -> dict[str, int]:
+  """Bytes in use on the fullest local device, and its peak where the backend says.
+
+  GPUs and TPUs report their allocator's statistics. XLA:CPU reports none
+  (memory_stats() is None); there memory_in_use_bytes is the bytes of the live
+  jax.Arrays on the device: what the program holds, without XLA's temporaries,
+  so it understates, and there is no peak. Host work: call it at log steps only.
+  """
+  devices = jax.local_devices()
+  stats = [d.memory_stats() for d in devices]
+  if all(stats):
+    out = {'memory_in_use_bytes': max(st['bytes_in_use'] for st in stats)}
+    if all('peak_bytes_in_use' in st for st in stats):
+      out['peak_memory_bytes'] = max(st['peak_bytes_in_use'] for st in stats)
+    return out
+  live = dict.fromkeys(devices, 0)
+  for array in jax.live_arrays():
+    for shard in array.addressable_shards:
+      live[shard.device] += shard.data.nbytes
+  return {'memory_in_use_bytes': max(live.values())}
+
+
+def format_bytes(n: float) -> str:
+  return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
+
+
+class StepTrace:
+  """A jax.profiler trace of train steps [start_step, start_step + num_steps).
+
+  Written to {workdir}/profile/plugins/profile/<session>/: the xplane.pb that
+  TensorBoard's profile plugin reads and a .trace.json.gz that Perfetto opens.
+  The loop calls `before` and `after` around every step, and `stop` in a
+  `finally`, so an early exit still closes the trace.
+  """
+
+  def __init__(self, profile: ProfileConfig, workdir: str):
+    self.first, self.end = profile.start_step, profile.start_step + profile.num_steps
+    self.workdir = workdir
+    self.directory = os.path.join(workdir, 'profile')
+    self.active = False
+    self.traced = (0, 0)  # first and last step dispatched inside the trace
+
+  def before(self, step: int, state) -> None:
+    if not self.active and self.first <= step < self.end:  # mid-window after a resume too
+      jax.block_until_ready(state)  # earlier steps stay out of the trace
+      jax.profiler.start_trace(self.directory)
+      self.active, self.traced = True, (step, step)
+    elif self.active:
+      self.traced = (self.traced[0], step)
+
+  def after(self, done: int, state) -> None:
+    if self.active and done >= self.end:
+      jax.block_until_ready(state)  # the traced steps finish inside the trace
+      self.stop()
+
+  def stop(self) -> None:
+    if not self.active:
+      return
+    self.active = False
+    jax.profiler.stop_trace()
+    sessions = glob.glob(os.path.join(self.directory, 'plugins', 'profile', '*'))
+    where = max(sessions, key=os.path.getmtime) if sessions else self.directory
+    log(f'profile of steps {self.traced[0]}..{self.traced[1]} -> {where}; view it with'
+        f' `tensorboard --logdir {self.workdir}` (Profile tab) or open its .trace.json.gz'
+        ' at ui.perfetto.dev')
 
 
 def _plain(v):

@@ -103,13 +103,15 @@ def train_step(state: TrainState, batch: Batch, *, model: GPT,
   else:
     apply, step = finite, state.step + 1
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+  params = keep(params, state.params)
   metrics = {
       'loss': loss,
       'grad_norm': grad_norm,
+      'param_norm': optax.tree.norm(params),  # of the returned params, on device
       'learning_rate': lr_schedule(state.step),
       'nonfinite_steps': nonfinite,
   }
-  new_state = state.replace(step=step, params=keep(params, state.params),
+  new_state = state.replace(step=step, params=params,
                             opt_state=keep(opt_state, state.opt_state), nonfinite=nonfinite)
   return new_state, metrics
 

@@ -23,7 +23,8 @@ from jaxlm.checkpoint import Checkpointer
 from jaxlm import config as config_lib
 from jaxlm.config import Config, to_dict
 from jaxlm.model import GPT
-from jaxlm.metrics import MetricWriter, format_duration, log
+from jaxlm.metrics import (MetricWriter, StepTrace, device_memory, format_bytes,
+                           format_duration, log)
 
 
 def new_workdir(root: str = 'runs') -> str:
@@ -94,14 +95,14 @@ def run(c: Config, workdir: str | None = None) -> dict:
 
     writer = MetricWriter(workdir)
     result = _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
-                   flops_token, peak, tokenizer)
+                   flops_token, peak, tokenizer, StepTrace(c.profile, workdir))
     writer.close()
   ckpt.close()
   return result
 
 
 def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
-          flops_token, peak, tokenizer) -> dict:
+          flops_token, peak, tokenizer, trace) -> dict:
   d, t = c.data, c.train
   config_dict = to_dict(c)
   pidx, pcount = jax.process_index(), jax.process_count()
@@ -140,7 +141,9 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
   with stop.installed():
     try:
       for step in range(start, t.steps):
+        trace.before(step, state)
         state, metrics = train_step(state, batch(step))
+        trace.after(step + 1, state)
         queued.append((step + 1, metrics))
         # At most one step in flight: the device never idles, the host never
         # runs ahead (many queued steps can deadlock XLA:CPU's collectives).
@@ -177,6 +180,8 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
       raise health.NonFiniteHalt(
           f'{e}; saved the last good state as checkpoint {good} in {ckpt.directory};'
           ' lower train.learning_rate, or set train.on_nonfinite=skip, and resume') from None
+    finally:  # a stop signal, a halt or an error: still close the trace
+      trace.stop()
   ckpt.wait()
   log(f'trained steps {start}..{t.steps} in {format_duration(time.perf_counter() - run_start)}')
 
@@ -200,13 +205,18 @@ def _report(step, values, window, tokens_per_step, flops_token, peak, total_step
             run_start, start, writer) -> dict:
   elapsed = max(time.perf_counter() - window['start'], 1e-9)
   tok_s = window['steps'] * tokens_per_step / elapsed
-  values = dict(values, tokens_per_sec=tok_s, mfu=flops_lib.mfu(tok_s, flops_token, peak))
+  values = dict(values, tokens_per_sec=tok_s, mfu=flops_lib.mfu(tok_s, flops_token, peak),
+                **device_memory())
   per_step = (time.perf_counter() - run_start) / max(step - start, 1)
   writer.write(step, values)
   skipped = int(values.get('nonfinite_steps', 0))
+  memory = format_bytes(values['memory_in_use_bytes'])
+  if 'peak_memory_bytes' in values:
+    memory += f' (peak {format_bytes(values["peak_memory_bytes"])})'
   log(f'train step {step:>6}/{total_steps} | loss {values["loss"]:.4f}'
       f' | lr {values["learning_rate"]:.2e} | grad norm {values["grad_norm"]:.2f}'
-      f' | {tok_s:,.0f} tok/s | MFU {100 * values["mfu"]:.1f}%'
+      f' | param norm {values["param_norm"]:.1f} | {tok_s:,.0f} tok/s'
+      f' | MFU {100 * values["mfu"]:.1f}% | mem {memory}'
       + (f' | {skipped} skipped' if skipped else '') +
       f' | ETA {format_duration(per_step * (total_steps - step))}')
   return {'loss': values['loss'], 'tokens_per_sec': tok_s}
