@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_layers=12, num_heads=12, d_model=768, d_ff=3072, max_len=1024,
       dropout=0.0, dtype='bfloat16', vocab_size=50304, vocab_multiple=128,
       tie_embeddings=True, use_bias=True,
+      attention='auto', scan_unroll=12,
   ))
   c.data = ml_collections.ConfigDict(dict(
       source='tfds', dataset='lm1b', text_key='text',

@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_layers=4, num_heads=4, d_model=128, d_ff=512, max_len=64,
       dropout=0.0, dtype='float32', vocab_size=0, vocab_multiple=1,
       tie_embeddings=True, use_bias=False,
+      attention='auto', scan_unroll=4,
   ))
   c.data = ml_collections.ConfigDict(dict(
       source='tfds', dataset='tiny_shakespeare', text_key='text',

@@ -21,7 +21,7 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
-from jaxlm.config import ConfigError
+from jaxlm.config import EXECUTION_ONLY, ConfigError
 from jaxlm.metrics import log
 
 _TMP_MARK = '.orbax-checkpoint-tmp'
@@ -78,7 +78,7 @@ class Checkpointer:
       return
     for section in ('model',):
       for key, value in config[section].items():
-        if saved[section].get(key) != value:
+        if key not in EXECUTION_ONLY and saved[section].get(key) != value:
           raise ConfigError(
               f'{self.directory} holds a checkpoint (step {step}) of a different model:'
               f' {section}.{key}={saved[section].get(key)!r} there, {value!r} now;'

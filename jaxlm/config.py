@@ -59,6 +59,9 @@ class ModelConfig:
   vocab_multiple: int
   tie_embeddings: bool
   use_bias: bool
+  # How, not what, is computed (a checkpoint resumes under any value):
+  attention: str = 'auto'  # auto: cuDNN fused attention on GPU where it applies; xla: einsums
+  scan_unroll: int = 1  # layers per iteration of the layer loop (num_layers: straight-line code)
   remat: Remat = Remat.NONE  # set from parallel.remat
 
   @property
@@ -143,15 +146,24 @@ class Config:
 _DTYPES = ('float32', 'bfloat16', 'float16')
 
 
+# Fields set from other settings, never written in an experiment.
+_DERIVED = {'ModelConfig': {'remat'}}  # model.remat is a copy of parallel.remat
+# Model settings that change how the model is computed, not what: a checkpoint
+# restores under any value of them.
+EXECUTION_ONLY = ('attention', 'scan_unroll', 'remat')
+_ATTENTION = ('auto', 'xla')
+
+
 def _section(cls, raw: Mapping[str, Any], name: str, **converters):
-  # Fields with defaults are derived, not settings (e.g. model.remat).
+  # Fields with defaults are optional settings (older run folders lack them).
+  all_fields = {f.name for f in dataclasses.fields(cls)} - _DERIVED.get(cls.__name__, set())
   fields = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-  unknown = set(raw) - fields
+  unknown = set(raw) - all_fields
   missing = fields - set(raw)
   if unknown:
     raise ConfigError(
         f'unknown setting(s) {", ".join(f"{name}.{k}" for k in sorted(unknown))};'
-        f' known: {", ".join(sorted(fields))}')
+        f' known: {", ".join(sorted(all_fields))}')
   if missing:
     raise ConfigError(
         f'missing setting(s) {", ".join(f"{name}.{k}" for k in sorted(missing))};'
@@ -219,6 +231,12 @@ def validate(c: Config) -> None:
     raise ConfigError(f'model.dtype={m.dtype!r} is not one of: {", ".join(_DTYPES)}')
   if m.vocab_size < 0:
     raise ConfigError(f'model.vocab_size={m.vocab_size} must be >= 0 (0: from the tokenizer)')
+  if m.attention not in _ATTENTION:
+    raise ConfigError(f'model.attention={m.attention!r} is not one of: {", ".join(_ATTENTION)}')
+  if m.scan_unroll < 1:
+    raise ConfigError(
+        f'model.scan_unroll={m.scan_unroll} must be >= 1 (1: a loop over the layers;'
+        f' model.num_layers={m.num_layers}: straight-line code, no loop)')
   if d.seq_len > m.max_len:
     raise ConfigError(
         f'data.seq_len={d.seq_len} exceeds model.max_len={m.max_len};'

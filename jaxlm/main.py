@@ -27,6 +27,10 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: proces
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0-based.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Multi-host with the cluster detected (TPU pod, SLURM, ...).')
+_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', os.path.join('~', '.cache', 'jaxlm', 'xla'),
+    "JAX's persistent compilation cache: a second launch loads the compiled train"
+    " step instead of compiling it. '' turns it off.")
 flags.mark_flags_as_required(['config'])
 
 
@@ -34,6 +38,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
+  if _CACHE_DIR.value:
+    import jax  # noqa: PLC0415  (after absl parsed the flags)
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(_CACHE_DIR.value))
   try:
     config = config_lib.from_configdict(_CONFIG.value)
     if distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,

@@ -72,15 +72,20 @@ class Attention(nn.Module):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     D, H, K = cfg.d_model, cfg.num_heads, cfg.head_dim
     w_qkv = _param(self, 'qkv', _INIT, (3, D, H, K), (None, 'embed', 'heads', 'kv'))
-    q_BLHK, k_BSHK, v_BSHK = jnp.einsum('BLD,CDHK->CBLHK', x_BLD, w_qkv.astype(dt))
+    # One [B·L, D] x [D, 3·H·K] matmul; q, k, v are slices of its output. (With
+    # C leading the output, XLA transposes activations forward and backward.)
+    qkv_BLCHK = jnp.einsum('BLD,CDHK->BLCHK', x_BLD, w_qkv.astype(dt))
     if cfg.use_bias:
       b_qkv = _param(self, 'qkv_bias', nn.initializers.zeros, (3, H, K), (None, 'heads', 'kv'))
-      b_qkv = b_qkv.astype(dt)
-      b_qkv = b_qkv[:, None, None]
-      q_BLHK, k_BSHK, v_BSHK = q_BLHK + b_qkv[0], k_BSHK + b_qkv[1], v_BSHK + b_qkv[2]
+      qkv_BLCHK = qkv_BLCHK + b_qkv.astype(dt)[None, None]
+    q_BLHK, k_BSHK, v_BSHK = (qkv_BLCHK[:, :, i] for i in range(3))
     q_BLHK = constrain(q_BLHK, ('batch', 'length', 'act_heads', None))
 
     L = x_BLD.shape[1]
+    if cache is None and _fused_attention(cfg, L, deterministic):
+      out_BLHK = jax.nn.dot_product_attention(
+          q_BLHK, k_BSHK, v_BSHK, is_causal=True, scale=K ** -0.5, implementation='cudnn')
+      return self._project(out_BLHK), cache
     if cache is None:
       visible_11LS = jnp.tril(jnp.ones((L, L), dtype=bool))[None, None]
     else:  # the keys are the cache's S slots, the new ones written in
@@ -95,12 +100,30 @@ class Attention(nn.Module):
     probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dt)
     probs_BHLS = nn.Dropout(cfg.dropout)(probs_BHLS, deterministic=deterministic)
     out_BLHK = jnp.einsum('BHLS,BSHK->BLHK', probs_BHLS, v_BSHK)
+    return self._project(out_BLHK), cache
 
+  def _project(self, out_BLHK):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    H, K, D = cfg.num_heads, cfg.head_dim, cfg.d_model
     w_out = _param(self, 'out', _out_init(cfg), (H, K, D), ('heads', 'kv', 'embed'))
     y_BLD = jnp.einsum('BLHK,HKD->BLD', out_BLHK, w_out.astype(dt))
     if cfg.use_bias:
       y_BLD = y_BLD + _param(self, 'out_bias', nn.initializers.zeros, (D,), ('norm',)).astype(dt)[None, None]
-    return y_BLD, cache
+    return y_BLD
+
+
+def _fused_attention(cfg: ModelConfig, length: int, deterministic: bool) -> bool:
+  """Whether training attention runs cuDNN's fused kernel (jax.nn.dot_product_attention).
+
+  model.attention='auto' asks for it (xla: always the einsums). It needs a
+  GPU, bf16/fp16 compute, head_dim a multiple of 8 up to 128, an even length,
+  and no attention dropout (the kernel has none here). Decoding with a cache
+  always uses the einsums.
+  """
+  return (cfg.attention == 'auto' and jax.default_backend() == 'gpu'
+          and cfg.dtype in ('bfloat16', 'float16')
+          and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128 and length % 2 == 0
+          and (deterministic or cfg.dropout == 0))
 
 
 def _extend(cache: Cache, k_BLHK, v_BLHK) -> Cache:
@@ -186,6 +209,7 @@ def scanned_block(cfg: ModelConfig):
       variable_axes={'params': 0},
       split_rngs={'params': True, 'dropout': True},
       length=cfg.num_layers,
+      unroll=cfg.scan_unroll,
       metadata_params={nn.PARTITION_NAME: 'layers'},
   )
 

@@ -36,10 +36,18 @@ class TrainState(struct.PyTreeNode):
 
 
 def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
-  """Mean next-token cross-entropy in float32."""
-  losses = optax.softmax_cross_entropy_with_integer_labels(
-      logits_BLV.astype(jnp.float32), targets_BL)
-  return losses.mean()
+  """Mean next-token cross-entropy, accumulated in float32.
+
+  Written as logsumexp minus the target's logit so that XLA fuses the upcast
+  into the reductions: float32 logits are never stored (with bf16 logits over
+  GPT-2's 50k vocabulary that is 6.6 GB of memory traffic per pass saved at
+  32k tokens a step), and the backward writes bf16 softmax - onehot directly.
+  """
+  max_BL = jax.lax.stop_gradient(jnp.max(logits_BLV, axis=-1)).astype(jnp.float32)
+  shifted_BLV = logits_BLV.astype(jnp.float32) - max_BL[..., None]
+  lse_BL = jnp.log(jnp.sum(jnp.exp(shifted_BLV), axis=-1)) + max_BL
+  target_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
+  return jnp.mean(lse_BL - target_BL.astype(jnp.float32))
 
 
 def loss_fn(params, batch: Batch, rng, *, model: GPT, train: bool):

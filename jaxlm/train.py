@@ -140,10 +140,14 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
   stop = health.StopRequest()
   with stop.installed():
     try:
+      next_batch = batch(start)
       for step in range(start, t.steps):
         trace.before(step, state)
-        state, metrics = train_step(state, batch(step))
+        state, metrics = train_step(state, next_batch)
         trace.after(step + 1, state)
+        # Prefetch: the next batch is cut and sent to the devices while this
+        # step runs, before the host waits on anything.
+        next_batch = batch(step + 1) if step + 1 < t.steps else None
         queued.append((step + 1, metrics))
         # At most one step in flight: the device never idles, the host never
         # runs ahead (many queued steps can deadlock XLA:CPU's collectives).
