@@ -14,6 +14,7 @@ import enum
 import typing
 from typing import Any, Mapping
 
+from jaxlm import config as config_lib
 from jaxlm.config import ConfigError, ModelConfig, ParallelConfig, TokenizerKind
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
@@ -127,8 +128,13 @@ def _convert(cls, name: str, key: str, value):
 
 
 def section(cls, raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any] = ()):
-  """One checked dataclass from a dict; fields with a default are derived, not set."""
-  fields = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+  """One checked dataclass from a dict; fields with a default are optional.
+
+  As in jaxlm.config: jaxlm.config.DERIVED fields (model.remat) are never set.
+  """
+  derived = config_lib.DERIVED.get(cls.__name__, set())
+  fields = [f.name for f in dataclasses.fields(cls) if f.name not in derived]
+  required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
   unknown = set(raw) - set(fields)
   if unknown:
     raise ConfigError(
@@ -136,12 +142,12 @@ def section(cls, raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any] 
         f' known: {", ".join(fields)}')
   values = {k: defaults[k] for k in fields if k in defaults}
   values.update(raw)
-  missing = [k for k in fields if k not in values]
+  missing = [k for k in required if k not in values]
   if missing:
     raise ConfigError(
         f'missing setting(s) {", ".join(f"{name}.{k}" for k in missing)};'
         ' add them to the experiment config')
-  return cls(**{k: _convert(cls, name, k, values[k]) for k in fields})
+  return cls(**{k: _convert(cls, name, k, values[k]) for k in fields if k in values})
 
 
 def from_configdict(cd) -> Config:

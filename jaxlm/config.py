@@ -147,7 +147,7 @@ _DTYPES = ('float32', 'bfloat16', 'float16')
 
 
 # Fields set from other settings, never written in an experiment.
-_DERIVED = {'ModelConfig': {'remat'}}  # model.remat is a copy of parallel.remat
+DERIVED = {'ModelConfig': {'remat'}}  # model.remat is a copy of parallel.remat
 # Model settings that change how the model is computed, not what: a checkpoint
 # restores under any value of them.
 EXECUTION_ONLY = ('attention', 'scan_unroll', 'remat')
@@ -156,7 +156,7 @@ _ATTENTION = ('auto', 'xla')
 
 def _section(cls, raw: Mapping[str, Any], name: str, **converters):
   # Fields with defaults are optional settings (older run folders lack them).
-  all_fields = {f.name for f in dataclasses.fields(cls)} - _DERIVED.get(cls.__name__, set())
+  all_fields = {f.name for f in dataclasses.fields(cls)} - DERIVED.get(cls.__name__, set())
   fields = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
   unknown = set(raw) - all_fields
   missing = fields - set(raw)
