@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxlm import sources
 from jaxlm.classify_config import DataConfig, Source, Truncation, split_paths
 from jaxlm.config import ConfigError
 
@@ -123,18 +124,7 @@ def _csv_files(cfg: DataConfig, paths: str) -> Examples:
 
 
 def _import_tfds():
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  try:
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-  except ImportError as e:
-    raise ConfigError(f'data.source=tfds needs tensorflow and tensorflow-datasets ({e});'
-                      ' install them, or use data.source=csv') from None
-  try:
-    tf.config.set_visible_devices([], 'GPU')  # TF only reads data; JAX owns GPUs
-  except RuntimeError:
-    pass  # TF's devices were already set up by an earlier call
-  return tfds
+  return sources.import_tfds(instead='data.source=csv')
 
 
 @functools.cache

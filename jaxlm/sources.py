@@ -52,14 +52,15 @@ def _split_setting(cfg: DataConfig, split: str) -> str:
 # --- TFDS --------------------------------------------------------------------
 
 
-def _import_tfds():
+def import_tfds(instead: str = 'data.source=files'):
+  """TFDS, imported on first use (GPU images may lack TensorFlow); `instead`: the fix."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   try:
     import tensorflow as tf
     import tensorflow_datasets as tfds
   except ImportError as e:
     raise ConfigError(f'data.source=tfds needs tensorflow and tensorflow-datasets ({e});'
-                      ' install them, or use data.source=files') from None
+                      f' install them, or use {instead}') from None
   try:
     tf.config.set_visible_devices([], 'GPU')  # TF only reads data; JAX owns GPUs
   except RuntimeError:
@@ -73,7 +74,7 @@ def _tfds_builder(cfg: DataConfig):
     raise ConfigError(
         f'data.manual_dir={cfg.manual_dir} does not exist or is empty; point it at'
         ' the folder holding the downloaded files, or set it to \'\' to download')
-  tfds = _import_tfds()
+  tfds = import_tfds()
   try:
     builder = tfds.builder(cfg.dataset, data_dir=cfg.tfds_data_dir or None)
   except tfds.core.registered.DatasetNotFoundError:
@@ -96,7 +97,7 @@ def _tfds_builder(cfg: DataConfig):
 
 
 def _tfds_documents(cfg: DataConfig, split: str) -> Iterator[str]:
-  tfds = _import_tfds()
+  tfds = import_tfds()
   builder = _tfds_builder(cfg)
   # Split names are known only once prepared; 'train[:10%]+test' style is fine.
   names = list(builder.info.splits.keys())
