@@ -8,14 +8,14 @@ Random weights (vocab 256 when the config takes it from a tokenizer), greedy.
 Time to first token (TTFT) is the jitted prefill: the prompts through the
 model once, the cache filled, the first token chosen. Decode tokens/s is
 batch x (new_tokens - 1) over the time of the jitted loop of one-token steps
-that follows (jaxlm/generate.py). Both compiled first; the median of
+that follows (jaxlm/inference/generate.py). Both compiled first; the median of
 --repeats runs. prompt_len + new_tokens must fit in model.max_len, so no
 context shift is timed. Prints a markdown table.
 """
 
 import sys
 
-from jaxlm.simulated import use_simulated_devices
+from jaxlm.parallel.simulated import use_simulated_devices
 
 if __name__ == '__main__':
   use_simulated_devices(sys.argv)
@@ -29,8 +29,11 @@ from absl import app, flags, logging  # noqa: E402
 from flax import linen as nn  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from jaxlm import config as config_lib, generate, quantize, sharding  # noqa: E402
-from jaxlm.model import GPT  # noqa: E402
+from jaxlm import config as config_lib  # noqa: E402
+from jaxlm.inference import generate  # noqa: E402
+from jaxlm.inference import quantize  # noqa: E402
+from jaxlm.parallel import sharding  # noqa: E402
+from jaxlm.model.gpt import GPT  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _BATCH = flags.DEFINE_list('batch', ['1', '8'], 'Batch sizes (prompts decoded together).')

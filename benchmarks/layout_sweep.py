@@ -11,7 +11,7 @@ times compare layouts' overheads, not real multi-chip speed.
 
 import sys
 
-from jaxlm.simulated import use_simulated_devices
+from jaxlm.parallel.simulated import use_simulated_devices
 
 if __name__ == '__main__':
   use_simulated_devices(sys.argv)
@@ -24,7 +24,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from jaxlm import config as config_lib, plan, sharding, steps as steps_lib  # noqa: E402
+from jaxlm import config as config_lib, plan  # noqa: E402
+from jaxlm.parallel import sharding  # noqa: E402
+from jaxlm.training import steps as steps_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 flags.DEFINE_integer('devices', 8, 'Simulated CPU devices.')

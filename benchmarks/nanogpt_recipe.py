@@ -13,7 +13,7 @@ On the development machine (2 CPU cores) that reaches validation loss 1.886 in
 115 s at a median 59 ms/step: 768 tokens a step, about 13,000 tokens/s.
 
 experiments/gpt_small.py is that recipe (model, batch, schedule, AdamW); this
-runs it through `jaxlm.train.run` with nanoGPT's eval cadence (every 250
+runs it through `jaxlm.training.loop.run` with nanoGPT's eval cadence (every 250
 steps) and no sample at the end. It prints the median ms/step over the log
 windows that hold no evaluation or checkpoint, tokens/s from that median, the
 whole wall time (compile, evaluations and checkpoints included; TFDS's
@@ -43,7 +43,9 @@ _JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON f
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from jaxlm import config as config_lib, sources, train  # after absl parsed the flags
+  from jaxlm import config as config_lib  # after absl parsed the flags
+  from jaxlm.data import sources  # after absl parsed the flags
+  from jaxlm.training import loop as train  # after absl parsed the flags
 
   cd = _CONFIG.value
   cd.train.eval_every = 250

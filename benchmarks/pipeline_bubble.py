@@ -17,7 +17,7 @@ which the table compares with the measured ratio.
 
 import sys
 
-from jaxlm.simulated import use_simulated_devices
+from jaxlm.parallel.simulated import use_simulated_devices
 
 if __name__ == '__main__':
   if not any(a.startswith('--devices=') for a in sys.argv):
@@ -30,7 +30,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from jaxlm import config as config_lib  # noqa: E402
-from jaxlm import pipeline  # noqa: E402
+from jaxlm.parallel import pipeline  # noqa: E402
 from jaxlm.experiments import load_configdict  # noqa: E402
 import train_throughput  # noqa: E402  (its flags: --steps, --devices, --json)
 from train_throughput import measure  # noqa: E402

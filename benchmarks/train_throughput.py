@@ -13,7 +13,7 @@ the device allocator's high-water mark where the device reports one (GPU, TPU).
 
 import sys
 
-from jaxlm.simulated import use_simulated_devices
+from jaxlm.parallel.simulated import use_simulated_devices
 
 if __name__ == '__main__':
   use_simulated_devices(sys.argv)
@@ -26,7 +26,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from jaxlm import config as config_lib, flops, sharding, steps as steps_lib  # noqa: E402
+from jaxlm import config as config_lib  # noqa: E402
+from jaxlm.training import flops  # noqa: E402
+from jaxlm.parallel import sharding  # noqa: E402
+from jaxlm.training import steps as steps_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Timed steps.')

@@ -3,7 +3,7 @@
   python -m jaxlm.evaluate --workdir=runs/gpt_small [--split=validation] \
       [--quantize=none|int8] [--batch_size=64]
 
-Definition. The split is one token stream t_0 .. t_n (jaxlm/data.py: the
+Definition. The split is one token stream t_0 .. t_n (jaxlm/data/lm.py: the
 documents' tokens, joined as in training). It is cut into consecutive
 windows of data.seq_len = L inputs; window w predicts t_{wL+1} .. t_{wL+L}
 from the tokens of the window before each, and the last window is shorter.
@@ -36,9 +36,11 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from jaxlm import data as data_lib, quantize, sharding  # noqa: E402
+from jaxlm.data import lm as data_lib  # noqa: E402
+from jaxlm.inference import quantize  # noqa: E402
+from jaxlm.parallel import sharding  # noqa: E402
 from jaxlm.config import ConfigError, DataSource, TokenizerKind  # noqa: E402
-from jaxlm.model import GPT  # noqa: E402
+from jaxlm.model.gpt import GPT  # noqa: E402
 from jaxlm.sample import fail, load_run, parse_flags  # noqa: E402
 
 

@@ -25,14 +25,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxlm import classify, classify_data, sharding, tokenizers
-from jaxlm import classify_metrics as cm_lib
+from jaxlm.tasks import classify
+from jaxlm.data import classify as classify_data
+from jaxlm.parallel import sharding
+from jaxlm.data import tokenizers
+from jaxlm.tasks import classify_metrics as cm_lib
 from jaxlm import config as config_lib
-from jaxlm.checkpoint import Checkpointer
-from jaxlm.classify_config import Config, from_configdict, section, to_dict, validate_model
+from jaxlm.training.checkpoint import Checkpointer
+from jaxlm.tasks.classify_config import Config, from_configdict, section, to_dict, validate_model
 from jaxlm.config import ConfigError, ModelConfig
-from jaxlm.metrics import MetricWriter, format_duration, log
-from jaxlm.train import new_workdir
+from jaxlm.training.metrics import MetricWriter, format_duration, log
+from jaxlm.training.loop import new_workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +92,7 @@ def with_pretrained_model(c: Config, run: PretrainedRun) -> Config:
 
 
 def _reader(run_dir: str) -> ocp.CheckpointManager:
-  # Handlers for the items jaxlm.checkpoint writes; nothing is created or saved.
+  # Handlers for the items jaxlm.training.checkpoint writes; nothing is created or saved.
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(run_dir, 'checkpoints')),
       options=ocp.CheckpointManagerOptions(create=False),

@@ -5,7 +5,7 @@
 
 Without --workdir a fresh folder under runs/ is made; an existing one resumes.
 SIGTERM or Ctrl-C saves a checkpoint and exits 0. Multi-host: see
-jaxlm/distributed.py (every process runs this same command).
+jaxlm/parallel/distributed.py (every process runs this same command).
 """
 
 import os
@@ -17,7 +17,8 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxlm import config as config_lib  # noqa: E402
-from jaxlm import distributed, train  # noqa: E402
+from jaxlm.parallel import distributed  # noqa: E402
+from jaxlm.training import loop as train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder; resumes if it exists.')

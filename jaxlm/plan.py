@@ -17,7 +17,7 @@ import dataclasses
 import re
 import sys
 
-from jaxlm.simulated import use_simulated_devices
+from jaxlm.parallel.simulated import use_simulated_devices
 
 if __name__ == '__main__':
   use_simulated_devices(sys.argv)
@@ -26,7 +26,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxlm import sharding, steps as steps_lib  # noqa: E402
+from jaxlm.parallel import sharding  # noqa: E402
+from jaxlm.training import steps as steps_lib  # noqa: E402
 from jaxlm.config import Config, ConfigError, Remat  # noqa: E402
 
 COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')

@@ -2,7 +2,7 @@
 
   python -m jaxlm.plot RUN_DIR [RUN_DIR ...] --out=loss.png [--title=TEXT]
 
-Each run folder's metrics.jsonl (jaxlm/metrics.py) gives its train loss
+Each run folder's metrics.jsonl (jaxlm/training/metrics.py) gives its train loss
 (`loss`, solid line) and eval loss (`eval_loss`, dashed with markers) against
 `step`, on linear axes, one colour per run, named by the run folder. After a
 resume a step may be logged twice: the last value of each metric at each step

@@ -7,7 +7,7 @@
 --prompt may be given several times: the prompts run as one batch. The run
 folder gives the config (config.json), the tokenizer and the parameters.
 Past the context (model.max_len), each sample continues from its last
-max_len // 2 tokens and a note says so (jaxlm/generate.py). Text after a
+max_len // 2 tokens and a note says so (jaxlm/inference/generate.py). Text after a
 tokenizer's end-of-document id is cut.
 
 `load_run` (also used by jaxlm/evaluate.py) restores a run folder onto a mesh
@@ -29,10 +29,14 @@ import orbax.checkpoint as ocp  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from jaxlm import config as config_lib  # noqa: E402
-from jaxlm import generate, quantize, sharding, steps, tokenizers  # noqa: E402
+from jaxlm.inference import generate  # noqa: E402
+from jaxlm.inference import quantize  # noqa: E402
+from jaxlm.parallel import sharding  # noqa: E402
+from jaxlm.training import steps  # noqa: E402
+from jaxlm.data import tokenizers  # noqa: E402
 from jaxlm.config import Config, ConfigError  # noqa: E402
 from jaxlm.experiments import load_configdict  # noqa: E402
-from jaxlm.model import GPT  # noqa: E402
+from jaxlm.model.gpt import GPT  # noqa: E402
 
 QUANTIZE = ('none', 'int8')
 

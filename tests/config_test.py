@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import pytest
 
 from jaxlm import config as config_lib
-from jaxlm import sharding, steps as steps_lib
+from jaxlm.parallel import sharding
+from jaxlm.training import steps as steps_lib
 from jaxlm.experiments import REPO, load_configdict
-from jaxlm.model import count_params
+from jaxlm.model.gpt import count_params
 
 # Pretraining experiments (run by jaxlm.main); fine-tuning ones (with a classifier
 # section) have their own tests.

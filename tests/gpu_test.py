@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import model as model_lib
+from jaxlm.model import gpt as model_lib
 from jaxlm.config import ModelConfig
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != 'gpu', reason='needs a GPU')

@@ -3,7 +3,8 @@
 import jax
 import pytest
 
-from jaxlm import plan, sharding
+from jaxlm import plan
+from jaxlm.parallel import sharding
 from tests.configs import tiny_config
 
 
@@ -69,7 +70,7 @@ def test_tensor_parallel_loss_never_gathers_the_logits():
   """With the vocabulary split over `model`, no collective moves a vocab-sized axis."""
   import re
   import jax.numpy as jnp
-  from jaxlm import steps as steps_lib
+  from jaxlm.training import steps as steps_lib
   vocab = 520  # a size no other dimension of this model has (8 x 65)
   cfg = tiny_config(model__num_heads=8, model__vocab_size=vocab, parallel__data=1,
                     parallel__model=8)

@@ -10,8 +10,9 @@ import pytest
 from matplotlib import image as mpimg
 
 from jaxlm import plot
+from tests import testdata
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(testdata.REPO)
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 

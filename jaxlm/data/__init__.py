@@ -1,0 +1,1 @@
+"""Documents from TFDS or files, tokenizers, batches for each task."""

@@ -1,0 +1,139 @@
+"""Token streams and batches.
+
+A split becomes one flat token stream, cached as `tokens_{split}.npy` in the
+run folder: each document's tokens followed by the tokenizer's EOS id, or,
+for tokenizers without one (char, byte), documents joined by '\\n'.
+
+Training batches are a pure function of (seed, step): each epoch visits every
+non-overlapping window of the stream once, in a seeded random order and from
+a seeded offset, so windows differ between epochs. Restoring the step restores
+the data position exactly. Eval batches are fixed windows spread evenly
+over the split, so a few of them sample all of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Iterable
+
+import numpy as np
+
+from jaxlm.config import ConfigError, DataConfig
+from jaxlm.data.sources import documents  # noqa: F401  (re-exported: data.documents)
+
+_DOCS_PER_CHUNK = 4096  # documents tokenized together (SentencePiece threads)
+
+
+def cache_path(cache_dir: str, split: str) -> str:
+  """Where tokenize_split keeps a split's tokens ('train[:5%]' -> tokens_train__5__.npy)."""
+  return os.path.join(cache_dir, f'tokens_{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npy')
+
+
+def tokenize_split(cfg: DataConfig, tokenizer, split: str, cache_dir: str) -> np.ndarray:
+  """The split as one token stream, cached in cache_dir and memory-mapped on reuse."""
+  path = cache_path(cache_dir, split)
+  if os.path.exists(path):
+    tokens = np.load(path, mmap_mode='r')
+  else:
+    tokens = _tokenize(tokenizer, documents(cfg, split))
+    import jax  # only for the process index
+    if jax.process_index() == 0:
+      os.makedirs(cache_dir, exist_ok=True)
+      tmp = f'{path}.tmp{os.getpid()}.npy'
+      np.save(tmp, tokens)
+      os.replace(tmp, path)  # the cache file is complete or absent
+  # Training needs room for one window plus the epoch offset; eval one window.
+  needed = cfg.seq_len + 1 + (cfg.seq_len if split == cfg.train_split else 0)
+  if len(tokens) < needed:
+    raise ConfigError(
+        f'the {split!r} split has {len(tokens)} tokens, fewer than the {needed} that'
+        f' data.seq_len={cfg.seq_len} needs; lower data.seq_len or use more text')
+  return tokens
+
+
+def _tokenize(tokenizer, docs: Iterable[str]) -> np.ndarray:
+  dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+  eos = tokenizer.eos_id
+  sep = np.array([eos], np.int32) if eos is not None else tokenizer.encode('\n')
+  chunks, batch = [], []
+
+  def flush():
+    pieces = [p for ids in tokenizer.encode_batch(batch) for p in (ids, sep)]
+    chunks.append(np.concatenate(pieces).astype(dtype))
+    batch.clear()
+
+  for doc in docs:
+    batch.append(doc)
+    if len(batch) == _DOCS_PER_CHUNK:
+      flush()
+  if batch:
+    flush()
+  tokens = np.concatenate(chunks)
+  return tokens if eos is not None else tokens[:len(tokens) - len(sep)]
+
+
+def num_windows(num_tokens: int, seq_len: int) -> int:
+  """Training windows per epoch: non-overlapping, and in range for any offset."""
+  return (num_tokens - 1 - seq_len) // seq_len
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int, seq_len: int) -> tuple[np.ndarray, int]:
+  """Epoch's window order, then its offset: both from default_rng([seed, epoch])."""
+  rng = np.random.default_rng([seed, epoch])
+  perm = rng.permutation(n)
+  perm.flags.writeable = False  # shared by the cache
+  return perm, int(rng.integers(seq_len))
+
+
+def _local_rows(batch_size: int, process_index: int, process_count: int) -> np.ndarray:
+  if batch_size % process_count:
+    raise ConfigError(f'data.batch_size={batch_size} does not divide over {process_count}'
+                      ' processes; use a multiple of the process count')
+  b = batch_size // process_count
+  return process_index * b + np.arange(b)
+
+
+def _windows(tokens, starts: np.ndarray, seq_len: int) -> dict:
+  chunk = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], np.int32)
+  return {'inputs': chunk[:, :-1], 'targets': chunk[:, 1:]}
+
+
+def train_batch(tokens, step: int, *, batch_size: int, seq_len: int, seed: int,
+                process_index: int = 0, process_count: int = 1) -> dict:
+  """This process's rows of global batch `step`: int32 inputs/targets [b, seq_len].
+
+  Global sample g = step * batch_size + row is window perm_e[g % n] of epoch
+  e = g // n, starting at token shift_e + perm_e[g % n] * seq_len.
+  """
+  n = num_windows(len(tokens), seq_len)
+  if n < 1:
+    raise ConfigError(f'data.seq_len={seq_len} leaves no training window in'
+                      f' {len(tokens)} tokens; lower data.seq_len')
+  if seed < 0:
+    raise ConfigError(f'train.seed={seed} must be >= 0')
+  g = step * batch_size + _local_rows(batch_size, process_index, process_count)
+  epochs, within = np.divmod(g, n)
+  starts = np.empty_like(g)
+  for e in range(int(epochs[0]), int(epochs[-1]) + 1):  # usually one epoch
+    perm, shift = _epoch_order(seed, e, n, seq_len)
+    rows = epochs == e
+    starts[rows] = shift + perm[within[rows]] * seq_len
+  return _windows(tokens, starts, seq_len)
+
+
+def eval_batches(tokens, *, batch_size: int, seq_len: int, num_batches: int,
+                 process_index: int = 0, process_count: int = 1) -> list[dict]:
+  """Up to num_batches fixed batches of windows spread evenly over the split."""
+  n = (len(tokens) - 1) // seq_len
+  count = min(num_batches, n // batch_size)
+  if count < 1:
+    raise ConfigError(
+        f'the eval split holds {n} windows of data.seq_len={seq_len}, fewer than one'
+        f' batch of data.batch_size={batch_size}; lower either or use a longer eval split')
+  stride = n // (count * batch_size)  # >= 1: windows never overlap
+  rows = _local_rows(batch_size, process_index, process_count)
+  return [_windows(tokens, (i * batch_size + rows) * stride * seq_len, seq_len)
+          for i in range(count)]

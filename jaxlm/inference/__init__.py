@@ -1,0 +1,1 @@
+"""Generation over a KV cache, int8 weights."""

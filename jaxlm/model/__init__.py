@@ -1,0 +1,1 @@
+"""The decoder model: layers, the scanned blocks, parameter shapes."""

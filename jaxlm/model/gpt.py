@@ -1,0 +1,313 @@
+"""GPT decoder in Flax linen.
+
+Dimension key used in names and einsum strings:
+  B batch, L length (query), S length (key), D d_model, H heads, K head dim,
+  F mlp hidden, V vocabulary, N layers.
+
+Every parameter names its logical axes; `jaxlm/parallel/sharding.py` maps them to the
+mesh. The blocks are stacked with `nn.scan` under a leading `layers` axis, so
+a parameter of a block has shape [N, ...].
+
+Decoding (jaxlm/inference/generate.py) passes a key/value cache through the same
+scanned blocks: `init_cache` makes one with a leading layers axis, and
+`GPT(cfg).apply(params, tokens_BL, cache=cache)` writes the L new tokens at
+each row's `index`, attends to everything cached before them, and returns
+(logits, cache). A prefill is one such call on the prompt; a decode step one
+on a single token.
+
+Matmul weights are used only through `.astype(dtype)` (and `.T`, and
+`_lookup` for the embedding), so a quantized stand-in with those methods
+(jaxlm/inference/quantize.py) runs through the same code, dequantized per layer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxlm.config import ModelConfig, Remat
+from jaxlm.parallel.sharding import constrain
+
+_INIT = nn.initializers.normal(stddev=0.02)
+
+# The cache per layer is {'k', 'v': [B, S, H, K], 'index': [B]}: S slots,
+# slots before `index` filled. Stacked: a leading N axis on each.
+Cache = dict
+CACHE_AXES = {'k': ('layers', 'batch', 'length', 'act_heads', None),
+              'v': ('layers', 'batch', 'length', 'act_heads', None),
+              'index': ('layers', 'batch')}
+
+
+def _param(module, name, init, shape, axes):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with float32 statistics, optional bias (GPT-2 has one)."""
+  use_bias: bool
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x_BLD):
+    d = x_BLD.shape[-1]
+    scale = _param(self, 'scale', nn.initializers.ones, (d,), ('norm',))
+    x = x_BLD.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale[None, None]
+    if self.use_bias:
+      y = y + _param(self, 'bias', nn.initializers.zeros, (d,), ('norm',))[None, None]
+    return y.astype(self.dtype)
+
+
+class Attention(nn.Module):
+  """Causal multi-head self-attention; with a layer's cache, extends it: (y, cache)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BLD, deterministic: bool, cache: Optional[Cache] = None):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    D, H, K = cfg.d_model, cfg.num_heads, cfg.head_dim
+    w_qkv = _param(self, 'qkv', _INIT, (3, D, H, K), (None, 'embed', 'heads', 'kv'))
+    # One [B·L, D] x [D, 3·H·K] matmul; q, k, v are slices of its output. (With
+    # C leading the output, XLA transposes activations forward and backward.)
+    qkv_BLCHK = jnp.einsum('BLD,CDHK->BLCHK', x_BLD, w_qkv.astype(dt))
+    if cfg.use_bias:
+      b_qkv = _param(self, 'qkv_bias', nn.initializers.zeros, (3, H, K), (None, 'heads', 'kv'))
+      qkv_BLCHK = qkv_BLCHK + b_qkv.astype(dt)[None, None]
+    q_BLHK, k_BSHK, v_BSHK = (qkv_BLCHK[:, :, i] for i in range(3))
+    q_BLHK = constrain(q_BLHK, ('batch', 'length', 'act_heads', None))
+
+    L = x_BLD.shape[1]
+    if cache is None and _fused_attention(cfg, L, deterministic):
+      out_BLHK = jax.nn.dot_product_attention(
+          q_BLHK, k_BSHK, v_BSHK, is_causal=True, scale=K ** -0.5, implementation='cudnn')
+      return self._project(out_BLHK), cache
+    if cache is None:
+      visible_11LS = jnp.tril(jnp.ones((L, L), dtype=bool))[None, None]
+    else:  # the keys are the cache's S slots, the new ones written in
+      start_B = cache['index']
+      cache = _extend(cache, k_BSHK, v_BSHK)
+      k_BSHK, v_BSHK = cache['k'], cache['v']
+      visible_11LS = _cache_mask(start_B, L, k_BSHK.shape[1])[:, None]  # [B, 1, L, S]
+
+    logits_BHLS = jnp.einsum('BLHK,BSHK->BHLS', q_BLHK, k_BSHK).astype(jnp.float32)
+    logits_BHLS = logits_BHLS * K ** -0.5
+    logits_BHLS = jnp.where(visible_11LS, logits_BHLS, jnp.finfo(jnp.float32).min)
+    probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dt)
+    probs_BHLS = nn.Dropout(cfg.dropout)(probs_BHLS, deterministic=deterministic)
+    out_BLHK = jnp.einsum('BHLS,BSHK->BLHK', probs_BHLS, v_BSHK)
+    return self._project(out_BLHK), cache
+
+  def _project(self, out_BLHK):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    H, K, D = cfg.num_heads, cfg.head_dim, cfg.d_model
+    w_out = _param(self, 'out', _out_init(cfg), (H, K, D), ('heads', 'kv', 'embed'))
+    y_BLD = jnp.einsum('BLHK,HKD->BLD', out_BLHK, w_out.astype(dt))
+    if cfg.use_bias:
+      y_BLD = y_BLD + _param(self, 'out_bias', nn.initializers.zeros, (D,), ('norm',)).astype(dt)[None, None]
+    return y_BLD
+
+
+def _fused_attention(cfg: ModelConfig, length: int, deterministic: bool) -> bool:
+  """Whether training attention runs cuDNN's fused kernel (jax.nn.dot_product_attention).
+
+  model.attention='auto' asks for it (xla: always the einsums). It needs a
+  GPU, bf16/fp16 compute, head_dim a multiple of 8 up to 128, an even length,
+  and no attention dropout (the kernel has none here). Decoding with a cache
+  always uses the einsums.
+  """
+  return (cfg.attention == 'auto' and jax.default_backend() == 'gpu'
+          and cfg.dtype in ('bfloat16', 'float16')
+          and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128 and length % 2 == 0
+          and (deterministic or cfg.dropout == 0))
+
+
+def _extend(cache: Cache, k_BLHK, v_BLHK) -> Cache:
+  """Writes L new keys/values at slots index..index+L-1 of each row (in place).
+
+  The slots must exist (index + L <= S); past the end, the write would land
+  L slots early, so the caller never asks for that (jaxlm/inference/generate.py).
+  """
+  index_B = cache['index']
+
+  def write(old_BSHK, new_BLHK):
+    new_BLHK = new_BLHK.astype(old_BSHK.dtype)
+    at = lambda old_SHK, new_LHK, i: jax.lax.dynamic_update_slice(old_SHK, new_LHK, (i, 0, 0))
+    return constrain(jax.vmap(at)(old_BSHK, new_BLHK, index_B), CACHE_AXES['k'][1:])
+
+  L = k_BLHK.shape[1]
+  return {'k': write(cache['k'], k_BLHK), 'v': write(cache['v'], v_BLHK),
+          'index': constrain(index_B + L, CACHE_AXES['index'][1:])}
+
+
+def _cache_mask(start_B, L: int, S: int):
+  """[B, L, S]: query l (at position start + l) sees slots s <= start + l."""
+  query_BL1 = (start_B[:, None] + jnp.arange(L)[None])[:, :, None]
+  return jnp.arange(S)[None, None] <= query_BL1
+
+
+class Mlp(nn.Module):
+  """Two-layer GELU MLP."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BLD):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    D, F = cfg.d_model, cfg.d_ff
+    w_up = _param(self, 'up', _INIT, (D, F), ('embed', 'mlp'))
+    h_BLF = jnp.einsum('BLD,DF->BLF', x_BLD, w_up.astype(dt))
+    if cfg.use_bias:
+      h_BLF = h_BLF + _param(self, 'up_bias', nn.initializers.zeros, (F,), ('mlp',)).astype(dt)[None, None]
+    h_BLF = constrain(nn.gelu(h_BLF), ('batch', 'length', 'act_mlp'))
+    w_down = _param(self, 'down', _out_init(cfg), (F, D), ('mlp', 'embed'))
+    y_BLD = jnp.einsum('BLF,FD->BLD', h_BLF, w_down.astype(dt))
+    if cfg.use_bias:
+      y_BLD = y_BLD + _param(self, 'down_bias', nn.initializers.zeros, (D,), ('norm',)).astype(dt)[None, None]
+    return y_BLD
+
+
+def _out_init(cfg: ModelConfig):
+  # GPT-2: residual projections scaled by 1/sqrt(2 * num_layers).
+  return nn.initializers.normal(stddev=0.02 / (2 * cfg.num_layers) ** 0.5)
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm transformer block; scan-compatible (x, cache) -> (x, cache).
+
+  Training passes cache=None and gets None back; decoding passes this layer's
+  slice of the cache and gets it extended.
+  """
+  cfg: ModelConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLD, cache: Optional[Cache]):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    drop = nn.Dropout(cfg.dropout)
+    h = LayerNorm(cfg.use_bias, dt, name='ln_attn')(x_BLD)
+    a_BLD, cache = Attention(cfg, name='attn')(h, self.deterministic, cache)
+    x_BLD = x_BLD + drop(a_BLD, deterministic=self.deterministic)
+    h = LayerNorm(cfg.use_bias, dt, name='ln_mlp')(x_BLD)
+    x_BLD = x_BLD + drop(Mlp(cfg, name='mlp')(h), deterministic=self.deterministic)
+    return constrain(x_BLD, ('batch', 'length', 'act_embed')), cache
+
+
+def scanned_block(cfg: ModelConfig):
+  """Block under nn.scan (and nn.remat if cfg.remat says): params get a leading axis."""
+  block = Block
+  if cfg.remat is not Remat.NONE:
+    policy = {Remat.FULL: jax.checkpoint_policies.nothing_saveable,
+              Remat.MATMULS: jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+              }[cfg.remat]
+    block = nn.remat(Block, policy=policy, prevent_cse=False)
+  return nn.scan(
+      block,
+      variable_axes={'params': 0},
+      split_rngs={'params': True, 'dropout': True},
+      length=cfg.num_layers,
+      unroll=cfg.scan_unroll,
+      metadata_params={nn.PARTITION_NAME: 'layers'},
+  )
+
+
+class Blocks(nn.Module):
+  """The N blocks, scanned: parameters carry a leading `layers` axis."""
+  cfg: ModelConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BLD, cache: Optional[Cache] = None):
+    """x [B, L, D]; with a stacked cache ([N, ...] leaves), (x, extended cache)."""
+    x_BLD, cache = scanned_block(self.cfg)(self.cfg, self.deterministic, name='blocks')(
+        x_BLD, cache)
+    return x_BLD if cache is None else (x_BLD, cache)
+
+
+class GPT(nn.Module):
+  """Token + position embeddings, scanned blocks, final norm, logits over V.
+
+  `stack` builds the module that runs the blocks: `Blocks`, or a drop-in with
+  the same parameters such as the pipeline in jaxlm/parallel/pipeline.py. The model
+  itself knows nothing of pipeline stages.
+  """
+  cfg: ModelConfig
+  stack: Callable[..., nn.Module] = Blocks
+
+  @nn.compact
+  def __call__(self, tokens_BL, deterministic: bool = True, return_hidden: bool = False,
+               cache: Optional[Cache] = None):
+    """Logits [B, L, V]; with return_hidden, the final-norm hidden states [B, L, D].
+
+    With a cache (`init_cache`), the tokens sit at positions index..index+L-1
+    of each row and the result is (logits or hidden, extended cache).
+    """
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    V, D = cfg.vocab_size, cfg.d_model
+    L = tokens_BL.shape[1]
+    wte = _param(self, 'wte', _INIT, (V, D), ('vocab', 'embed'))
+    wpe = _param(self, 'wpe', _INIT, (cfg.max_len, D),
+                 ('position', 'embed'))
+    if cache is None:
+      wpe_BLD = wpe[None, :L]
+    else:
+      if self.stack is not Blocks:
+        raise ValueError('decoding with a cache runs the default Blocks; build GPT(cfg)'
+                         ' without stack= and give it canonical-order parameters')
+      positions_BL = cache['index'][0][:, None] + jnp.arange(L)[None]
+      wpe_BLD = jnp.take(wpe, positions_BL, axis=0, mode='clip')
+    x_BLD = (_lookup(wte, tokens_BL) + wpe_BLD).astype(dt)
+    x_BLD = constrain(x_BLD, ('batch', 'length', 'act_embed'))
+    x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=deterministic)
+    if cache is None:
+      x_BLD = self.stack(cfg, deterministic, name='stack')(x_BLD)
+    else:
+      x_BLD, cache = self.stack(cfg, deterministic, name='stack')(x_BLD, cache)
+      cache = {k: constrain(v, CACHE_AXES[k]) for k, v in cache.items()}
+    x_BLD = LayerNorm(cfg.use_bias, dt, name='ln_final')(x_BLD)
+    if return_hidden:
+      return x_BLD if cache is None else (x_BLD, cache)
+    if cfg.tie_embeddings:
+      w_DV = wte.T
+    else:
+      w_DV = _param(self, 'lm_head', _INIT, (D, V), ('embed', 'vocab'))
+    logits_BLV = _logits(x_BLD, w_DV, dt)
+    return logits_BLV if cache is None else (logits_BLV, cache)
+
+  def head(self, x_BLD):
+    """The output layer alone: logits [B, L, V] of final-norm hidden states.
+
+    `model.apply(variables, x, method=GPT.head)`: decoding takes the logits of
+    a prompt's last position only, not of all of them.
+    """
+    params = nn.meta.unbox(self.variables['params'])
+    w_DV = params['wte'].T if self.cfg.tie_embeddings else params['lm_head']
+    return _logits(x_BLD, w_DV, jnp.dtype(self.cfg.dtype))
+
+
+def _logits(x_BLD, w_DV, dt):
+  logits_BLV = jnp.einsum('BLD,DV->BLV', x_BLD, w_DV.astype(dt))
+  return constrain(logits_BLV, ('batch', 'length', 'act_vocab'))
+
+
+def _lookup(table_VD, tokens_BL):
+  """Rows of the embedding table (a quantized table brings its own `take_rows`)."""
+  if hasattr(table_VD, 'take_rows'):
+    return table_VD.take_rows(tokens_BL)
+  return jnp.take(table_VD, tokens_BL, axis=0)
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:
+  """An empty cache of `length` slots for `batch` rows, in the compute dtype."""
+  shape = (cfg.num_layers, batch, length, cfg.num_heads, cfg.head_dim)
+  cache = {'k': jnp.zeros(shape, cfg.dtype), 'v': jnp.zeros(shape, cfg.dtype),
+           'index': jnp.zeros((cfg.num_layers, batch), jnp.int32)}
+  return {k: constrain(v, CACHE_AXES[k]) for k, v in cache.items()}
+
+
+def count_params(params) -> int:
+  """Number of scalars in a params tree (boxed or not)."""
+  return sum(x.size for x in jax.tree.leaves(nn.meta.unbox(params)))

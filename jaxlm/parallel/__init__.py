@@ -1,0 +1,1 @@
+"""The mesh, the one rule table, pipeline stages, multi-host start-up."""

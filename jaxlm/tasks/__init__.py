@@ -1,0 +1,1 @@
+"""What each task supplies to the loop: batches, loss, metrics."""

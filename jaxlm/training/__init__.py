@@ -1,0 +1,1 @@
+"""Train state, steps, the loop, checkpoints, health, metrics."""

@@ -1,0 +1,232 @@
+"""A training run: run folder, data, mesh, state, the loop, eval, checkpoints.
+
+`run(config, workdir)` is what `python -m jaxlm.main` calls; it is importable
+from a notebook. Bad settings stop with a ConfigError before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from jaxlm.data import lm as data_lib
+from jaxlm.training import flops as flops_lib
+from jaxlm import plan
+from jaxlm.inference import generate
+from jaxlm.training import health
+from jaxlm.parallel import pipeline
+from jaxlm.parallel import sharding
+from jaxlm.training import steps as steps_lib
+from jaxlm.data import tokenizers
+from jaxlm.training.checkpoint import Checkpointer
+from jaxlm import config as config_lib
+from jaxlm.config import Config, to_dict
+from jaxlm.model.gpt import GPT
+from jaxlm.training.metrics import (MetricWriter, StepTrace, device_memory, format_bytes,
+                           format_duration, log)
+
+
+def new_workdir(root: str = 'runs') -> str:
+  """A fresh run folder name: runs/YYYYmmdd-HHMMSS."""
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  path = os.path.join(root, stamp)
+  suffix = 1
+  while os.path.exists(path):
+    path = os.path.join(root, f'{stamp}-{suffix}')
+    suffix += 1
+  return path
+
+
+def _global_batch(mesh, local: dict) -> dict:
+  sh = sharding.batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sh, v) for k, v in local.items()}
+
+
+def evaluate(s: steps_lib.Steps, params, batches) -> float:
+  """Mean loss over fixed eval batches (equal sizes)."""
+  losses = [s.eval(params, _global_batch(s.mesh, b)) for b in batches]
+  return float(np.mean(jax.device_get(losses)))
+
+
+def run(c: Config, workdir: str | None = None) -> dict:
+  """Trains (or resumes) and returns the last logged and eval metrics."""
+  workdir = workdir or new_workdir()
+  mesh = sharding.make_mesh(c.parallel)
+  sharding.check_layout(c, mesh)
+  resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
+  os.makedirs(workdir, exist_ok=True)
+  log(f'run folder: {workdir} ({"resuming" if resuming else "new"})')
+
+  d = c.data
+  tokenizer = tokenizers.build_tokenizer(
+      d, workdir, lambda: data_lib.documents(d, d.train_split))
+  c = config_lib.resolve_vocab(c, tokenizer.vocab_size)
+  config_dict = to_dict(c)
+  ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
+  ckpt.check_compatible(config_dict)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config_dict, f, indent=2)
+
+  train_tokens = data_lib.tokenize_split(d, tokenizer, d.train_split, workdir)
+  eval_tokens = data_lib.tokenize_split(d, tokenizer, d.eval_split, workdir)
+  pidx, pcount = jax.process_index(), jax.process_count()
+  eval_batches = data_lib.eval_batches(
+      eval_tokens, batch_size=d.batch_size, seq_len=d.seq_len,
+      num_batches=c.train.eval_steps, process_index=pidx, process_count=pcount)
+
+  flops_token = flops_lib.flops_per_token(c.model, d.seq_len)
+  peak, peak_source = flops_lib.peak_flops_per_second()
+  with sharding.activate(mesh):
+    s = steps_lib.build(c, mesh)
+    start, state = ckpt.restore_latest(s.abstract_state)
+    # Checkpoints keep layers in canonical order, whatever the pipeline.
+    state = s.init() if start is None else s.from_canonical(state)
+    start = start or 0
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    log(f'model: {n_params / 1e6:.2f}M parameters, vocab {c.model.vocab_size};'
+        f' mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}'
+        f' devices; peak {peak / 1e12:.2f} TFLOP/s ({peak_source})')
+    if s.pipeline is not None:
+      log(pipeline.describe(s.pipeline))
+    if start:
+      log(f'resumed from step {start}')
+
+    writer = MetricWriter(workdir)
+    result = _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
+                   flops_token, peak, tokenizer, StepTrace(c.profile, workdir))
+    writer.close()
+  ckpt.close()
+  return result
+
+
+def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
+          flops_token, peak, tokenizer, trace) -> dict:
+  d, t = c.data, c.train
+  config_dict = to_dict(c)
+  pidx, pcount = jax.process_index(), jax.process_count()
+
+  def batch(step):
+    local = data_lib.train_batch(train_tokens, step, batch_size=d.batch_size,
+                                 seq_len=d.seq_len, seed=t.seed,
+                                 process_index=pidx, process_count=pcount)
+    return _global_batch(s.mesh, local)
+
+  t0 = time.perf_counter()
+  train_step = s.train.lower(state, batch(start)).compile()
+  log(f'compiled the train step in {time.perf_counter() - t0:.1f}s')
+  log(plan.memory_summary(c, s, train_step))
+
+  result = {}
+  queued = []  # (step, device metrics): read one step late, never stalling the device
+  watch = health.LossWatch(t.on_nonfinite, t.spike_factor, log)
+  window = {'start': time.perf_counter(), 'steps': 0}
+  run_start = time.perf_counter()
+
+  def after_step(done, metrics):
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    watch.check(done, values)
+    window['steps'] += 1
+    if done % t.log_every == 0 or done == t.steps:
+      result.update(_report(done, values, window, d.batch_size * d.seq_len, flops_token,
+                            peak, t.steps, run_start, start, writer))
+      window.update(start=time.perf_counter(), steps=0)
+
+  def drain():  # check every queued step: nothing is evaluated or saved unchecked
+    while queued:
+      after_step(*queued.pop(0))
+
+  stop = health.StopRequest()
+  with stop.installed():
+    try:
+      next_batch = batch(start)
+      for step in range(start, t.steps):
+        trace.before(step, state)
+        state, metrics = train_step(state, next_batch)
+        trace.after(step + 1, state)
+        # Prefetch: the next batch is cut and sent to the devices while this
+        # step runs, before the host waits on anything.
+        next_batch = batch(step + 1) if step + 1 < t.steps else None
+        queued.append((step + 1, metrics))
+        # At most one step in flight: the device never idles, the host never
+        # runs ahead (many queued steps can deadlock XLA:CPU's collectives).
+        while len(queued) > 1:
+          after_step(*queued.pop(0))
+        done = step + 1
+        stopping = stop.requested()
+        evaluate_now = done % t.eval_every == 0 or done == t.steps
+        save_now = ckpt.due(done, force=done == t.steps or stopping)
+        if evaluate_now or save_now or stopping:
+          drain()
+        if evaluate_now:
+          eval_loss = evaluate(s, state.params, eval_batches)
+          writer.write(done, {'eval_loss': eval_loss, 'eval_perplexity': math.exp(eval_loss)})
+          log(f'eval  step {done:>6} | loss {eval_loss:.4f}'
+              f' | perplexity {math.exp(eval_loss):.2f}')
+          result['eval_loss'] = eval_loss
+        if save_now:
+          ckpt.save(done, s.to_canonical(state), config_dict, force=True)
+          log(f'checkpoint step {done} -> {ckpt.directory}')
+        if stopping:
+          ckpt.wait()
+          log(f'stopped by {stop.signal_name or "another process"} after step {done};'
+              f' checkpoint {done} is in {ckpt.directory}; run the same command to resume')
+          result.update(step=done, stopped=True)
+          return result
+      drain()
+    except health.NonFiniteHalt as e:
+      # The device froze the state at the first bad step: it is the last good one.
+      good = int(jax.device_get(state.step))
+      if ckpt.due(good, force=True):
+        ckpt.save(good, s.to_canonical(state), config_dict, force=True)
+      ckpt.wait()
+      raise health.NonFiniteHalt(
+          f'{e}; saved the last good state as checkpoint {good} in {ckpt.directory};'
+          ' lower train.learning_rate, or set train.on_nonfinite=skip, and resume') from None
+    finally:  # a stop signal, a halt or an error: still close the trace
+      trace.stop()
+  ckpt.wait()
+  log(f'trained steps {start}..{t.steps} in {format_duration(time.perf_counter() - run_start)}')
+
+  if t.sample_tokens > 0 and t.sample_prompt:
+    prompt = tokenizer.encode(t.sample_prompt)
+    # The plain model (no pipeline) on canonical-order parameters.
+    ids = generate.sample(s.to_canonical(state.params), GPT(c.model), list(prompt),
+                          t.sample_tokens,
+                          temperature=t.sample_temperature, seed=t.seed)
+    text = t.sample_prompt + tokenizer.decode(ids)
+    log('sample:\n' + text)
+    if jax.process_index() == 0:
+      with open(os.path.join(os.path.dirname(ckpt.directory), 'sample.txt'), 'w') as f:
+        f.write(text + '\n')
+    result['sample'] = text
+  result['step'] = int(jax.device_get(state.step))
+  return result
+
+
+def _report(step, values, window, tokens_per_step, flops_token, peak, total_steps,
+            run_start, start, writer) -> dict:
+  elapsed = max(time.perf_counter() - window['start'], 1e-9)
+  tok_s = window['steps'] * tokens_per_step / elapsed
+  values = dict(values, tokens_per_sec=tok_s, mfu=flops_lib.mfu(tok_s, flops_token, peak),
+                **device_memory())
+  per_step = (time.perf_counter() - run_start) / max(step - start, 1)
+  writer.write(step, values)
+  skipped = int(values.get('nonfinite_steps', 0))
+  memory = format_bytes(values['memory_in_use_bytes'])
+  if 'peak_memory_bytes' in values:
+    memory += f' (peak {format_bytes(values["peak_memory_bytes"])})'
+  log(f'train step {step:>6}/{total_steps} | loss {values["loss"]:.4f}'
+      f' | lr {values["learning_rate"]:.2e} | grad norm {values["grad_norm"]:.2f}'
+      f' | param norm {values["param_norm"]:.1f} | {tok_s:,.0f} tok/s'
+      f' | MFU {100 * values["mfu"]:.1f}% | mem {memory}'
+      + (f' | {skipped} skipped' if skipped else '') +
+      f' | ETA {format_duration(per_step * (total_steps - step))}')
+  return {'loss': values['loss'], 'tokens_per_sec': tok_s}

@@ -1,0 +1,27 @@
+"""FLOPs accounting."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxlm.training import flops
+from jaxlm.model.gpt import GPT, count_params
+from tests.configs import tiny_config
+
+
+def test_non_embedding_params_match_the_model():
+  for overrides in ({}, {'model__use_bias': True}, {'model__tie_embeddings': False}):
+    cfg = tiny_config(**overrides)
+    params = jax.eval_shape(GPT(cfg.model).init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, 8), jnp.int32))['params']
+    wpe = cfg.model.max_len * cfg.model.d_model
+    assert flops.non_embedding_params(cfg.model) == count_params(params) - wpe
+
+
+def test_flops_per_token_formula():
+  m = tiny_config().model
+  n = flops.non_embedding_params(m)
+  assert flops.flops_per_token(m, 16) == 6 * n + 12 * m.num_layers * 16 * m.d_model
+
+
+def test_measured_peak_is_positive():
+  assert flops.measure_matmul_peak(n=256, reps=2) > 1e6
