@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import typing
 from typing import Any, Mapping
 
 
@@ -132,6 +133,66 @@ class ProfileConfig:
 PROFILE_OFF = ProfileConfig(start_step=0, num_steps=0)
 
 
+# --- Classification fine-tuning: its data and classifier sections -----------
+
+
+class LabelledSource(enum.Enum):
+  """Where a classification run reads labelled texts."""
+  CSV = 'csv'  # local CSV files
+  TFDS = 'tfds'  # a TFDS dataset with a ClassLabel feature
+
+
+class Truncation(enum.Enum):
+  """Which tokens a text longer than data.max_length keeps."""
+  KEEP_START = 'keep_start'
+  KEEP_END = 'keep_end'
+
+
+class Pooling(enum.Enum):
+  """How the classifier summarises the final hidden states of a text."""
+  LAST = 'last'  # the last real token (with causal attention it has seen them all)
+  MEAN = 'mean'  # the mean over the real tokens
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledDataConfig:
+  """The data section of a classification run: labelled texts from CSV or TFDS."""
+  source: LabelledSource
+  # csv: comma-separated paths. The eval split is a class-stratified
+  # `eval_holdout` fraction of eval_files (of train_files when eval_files is
+  # ''); the rest of eval_files joins the training examples.
+  train_files: str
+  eval_files: str
+  eval_holdout: float
+  csv_label_column: int  # 0-based columns; files have no header unless csv_skip_header
+  csv_text_columns: tuple[int, ...]  # joined with '\n'
+  csv_labels: tuple[str, ...]  # the label values in the file, in class order
+  csv_skip_header: bool
+  # tfds: the same holdout rule over train_split / eval_split.
+  tfds_dataset: str
+  tfds_text_keys: tuple[str, ...]
+  tfds_label_key: str
+  tfds_data_dir: str  # '' = TFDS default (~/tensorflow_datasets)
+  train_split: str
+  eval_split: str
+  class_names: tuple[str, ...]
+  tokenizer: TokenizerKind
+  vocab_size: int  # sentencepiece only
+  max_length: int  # tokens per text, after truncation
+  truncation: Truncation
+  batch_size: int  # global, over all devices and processes
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+  pooling: Pooling
+  init_from: str  # a jaxlm pretraining run folder, or '' for random initialisation
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   model: ModelConfig
@@ -141,6 +202,14 @@ class Config:
   # Optional: run folders and checkpoints written before profiling existed have
   # no profile section, and a trace never changes what a run computes.
   profile: ProfileConfig = PROFILE_OFF
+  # Fine-tuning a classifier (jaxlm/tasks/classify.py): its own section, and
+  # `data` is then a jaxlm.tasks.classify_config.LabelledDataConfig.
+  classifier: Any = None
+
+  @property
+  def task(self) -> str:
+    """The task the config trains: 'lm' (pretraining) or 'classify'."""
+    return 'lm' if self.classifier is None else 'classify'
 
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
@@ -154,134 +223,116 @@ EXECUTION_ONLY = ('attention', 'scan_unroll', 'remat')
 _ATTENTION = ('auto', 'xla')
 
 
-def _section(cls, raw: Mapping[str, Any], name: str, **converters):
-  # Fields with defaults are optional settings (older run folders lack them).
-  all_fields = {f.name for f in dataclasses.fields(cls)} - DERIVED.get(cls.__name__, set())
-  fields = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-  unknown = set(raw) - all_fields
-  missing = fields - set(raw)
+def section(cls, raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any] = ()):
+  """One checked dataclass from a dict: unknown or missing keys and bad enum values named.
+
+  Fields with a default are optional (older run folders lack them); `defaults`
+  fills fields a kind of experiment may leave out. DERIVED fields are never set.
+  """
+  derived = DERIVED.get(cls.__name__, set())
+  fields = [f.name for f in dataclasses.fields(cls) if f.name not in derived]
+  required = [f.name for f in dataclasses.fields(cls)
+              if f.default is dataclasses.MISSING and f.name not in derived]
+  unknown = set(raw) - set(fields)
   if unknown:
     raise ConfigError(
         f'unknown setting(s) {", ".join(f"{name}.{k}" for k in sorted(unknown))};'
-        f' known: {", ".join(sorted(all_fields))}')
+        f' known: {", ".join(sorted(fields))}')
+  values = {k: defaults[k] for k in fields if k in defaults}
+  values.update(raw)
+  missing = [k for k in required if k not in values]
   if missing:
     raise ConfigError(
         f'missing setting(s) {", ".join(f"{name}.{k}" for k in sorted(missing))};'
         ' add them to the experiment config')
-  values = dict(raw)
-  for key, convert in converters.items():
+  hints = typing.get_type_hints(cls)
+  return cls(**{k: _convert(hints[k], name, k, values[k]) for k in fields if k in values})
+
+
+def _convert(hint, name: str, key: str, value):
+  if isinstance(hint, type) and issubclass(hint, enum.Enum):
+    if isinstance(value, hint):
+      return value
     try:
-      values[key] = convert(values[key])
+      return hint(value)
     except ValueError:
-      choices = ', '.join(m.value for m in convert)  # converters are enums
-      raise ConfigError(
-          f'{name}.{key}={values[key]!r} is not one of: {choices}') from None
-  return cls(**values)
+      choices = ', '.join(m.value for m in hint)
+      raise ConfigError(f'{name}.{key}={value!r} is not one of: {choices}') from None
+  if typing.get_origin(hint) is tuple:
+    return tuple(value)
+  return value
+
+
+# Settings a classification experiment may leave out (pretraining sets them all).
+CLASSIFY_DEFAULTS = {
+    'train': {'grad_accum_steps': 1, 'eval_steps': 1, 'sample_prompt': '', 'sample_tokens': 0,
+              'sample_temperature': 1.0, 'on_nonfinite': 'skip', 'spike_factor': 0.0},
+    'parallel': {'data': -1, 'model': 1, 'pipeline': 1, 'zero_stage': 0, 'remat': 'none',
+                 'microbatches': 1, 'pipeline_schedule': 'gpipe', 'pipeline_repeats': 1},
+}
 
 
 def from_configdict(cd) -> Config:
-  """Turns an experiment's ConfigDict into a checked, frozen Config."""
+  """Turns an experiment's ConfigDict (any task) into a checked, frozen Config.
+
+  A `classifier` section makes it a classification run (its `data` section is
+  then a LabelledDataConfig); otherwise it is pretraining.
+  """
   raw = cd.to_dict() if hasattr(cd, 'to_dict') else dict(cd)
-  expected = {'model', 'data', 'train', 'parallel'}
+  classify = 'classifier' in raw
+  expected = {'model', 'data', 'train', 'parallel'} | ({'classifier'} if classify else set())
   optional = {'profile'}  # see Config.profile
   if not expected <= set(raw) <= expected | optional:
     extra = ', '.join(sorted((set(raw) - optional) ^ expected))
     raise ConfigError(f'config sections must be {sorted(expected)}, optionally'
                       f' {sorted(optional)}; got extra/missing: {extra}')
+  defaults = CLASSIFY_DEFAULTS if classify else {}
+  parallel = section(ParallelConfig, raw['parallel'], 'parallel', defaults.get('parallel', {}))
   config = Config(
-      model=_section(ModelConfig, raw['model'], 'model'),
-      data=_section(DataConfig, raw['data'], 'data',
-                    source=DataSource, tokenizer=TokenizerKind),
-      train=_section(TrainConfig, raw['train'], 'train', on_nonfinite=NonFinite),
-      parallel=_section(ParallelConfig, raw['parallel'], 'parallel', remat=Remat,
-                        pipeline_schedule=Schedule),
-      profile=(_section(ProfileConfig, raw['profile'], 'profile') if 'profile' in raw
+      model=dataclasses.replace(section(ModelConfig, raw['model'], 'model'),
+                                remat=parallel.remat),
+      data=section(LabelledDataConfig if classify else DataConfig, raw['data'], 'data'),
+      train=section(TrainConfig, raw['train'], 'train', defaults.get('train', {})),
+      parallel=parallel,
+      profile=(section(ProfileConfig, raw['profile'], 'profile') if 'profile' in raw
                else PROFILE_OFF),
+      classifier=section(ClassifierConfig, raw['classifier'], 'classifier') if classify else None,
   )
-  config = dataclasses.replace(
-      config, model=dataclasses.replace(config.model, remat=config.parallel.remat))
-  validate(config)
+  (validate_classify if classify else validate)(config)
   return config
 
 
 def validate(c: Config) -> None:
-  """Checks what can be checked without devices or data; raises ConfigError."""
+  """Checks a pretraining config without devices or data; raises ConfigError."""
   m, d, t, p = c.model, c.data, c.train, c.parallel
-  positive = {
-      'model.num_layers': m.num_layers, 'model.num_heads': m.num_heads,
-      'model.d_model': m.d_model, 'model.d_ff': m.d_ff,
-      'model.max_len': m.max_len, 'model.vocab_multiple': m.vocab_multiple,
-      'data.seq_len': d.seq_len, 'data.batch_size': d.batch_size,
-      'train.steps': t.steps, 'train.grad_accum_steps': t.grad_accum_steps,
-      'train.log_every': t.log_every, 'train.eval_every': t.eval_every,
-      'train.eval_steps': t.eval_steps,
-      'train.checkpoint_every': t.checkpoint_every,
-      'train.keep_checkpoints': t.keep_checkpoints,
-  }
-  for name, value in positive.items():
+  validate_model(m)
+  validate_train(t)
+  validate_parallel(p)
+  for name, value in {'data.seq_len': d.seq_len, 'data.batch_size': d.batch_size}.items():
     if value <= 0:
       raise ConfigError(f'{name}={value} must be a positive integer')
-  if m.d_model % m.num_heads:
-    raise ConfigError(
-        f'model.num_heads={m.num_heads} does not divide model.d_model={m.d_model};'
-        ' pick num_heads among the divisors of d_model')
-  if not 0.0 <= m.dropout < 1.0:
-    raise ConfigError(f'model.dropout={m.dropout} must be in [0, 1)')
-  if m.dtype not in _DTYPES:
-    raise ConfigError(f'model.dtype={m.dtype!r} is not one of: {", ".join(_DTYPES)}')
-  if m.vocab_size < 0:
-    raise ConfigError(f'model.vocab_size={m.vocab_size} must be >= 0 (0: from the tokenizer)')
-  if m.attention not in _ATTENTION:
-    raise ConfigError(f'model.attention={m.attention!r} is not one of: {", ".join(_ATTENTION)}')
-  if m.scan_unroll < 1:
-    raise ConfigError(
-        f'model.scan_unroll={m.scan_unroll} must be >= 1 (1: a loop over the layers;'
-        f' model.num_layers={m.num_layers}: straight-line code, no loop)')
   if d.seq_len > m.max_len:
     raise ConfigError(
         f'data.seq_len={d.seq_len} exceeds model.max_len={m.max_len};'
         ' raise model.max_len or lower data.seq_len')
-  if d.batch_size % t.grad_accum_steps:
-    raise ConfigError(
-        f'train.grad_accum_steps={t.grad_accum_steps} does not divide'
-        f' data.batch_size={d.batch_size}; pick a divisor of the batch size')
   if d.source is DataSource.FILES and not d.train_files:
     raise ConfigError('data.source=files needs data.train_files=GLOB (text files)')
   if d.source is DataSource.TFDS and not d.dataset:
     raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
   if d.tokenizer is TokenizerKind.SENTENCEPIECE and d.vocab_size <= 0:
     raise ConfigError('data.tokenizer=sentencepiece needs data.vocab_size > 0, e.g. 8000')
-  if not 0.0 <= t.min_lr_ratio <= 1.0:
-    raise ConfigError(f'train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1]')
-  if t.warmup_steps < 0 or t.warmup_steps > t.steps:
+  validate_batch(c, d.batch_size)
+
+
+def validate_batch(c: Config, batch_size: int) -> None:
+  """Checks the batch against accumulation and pipeline microbatches (any task)."""
+  m, t, p = c.model, c.train, c.parallel
+  if batch_size % t.grad_accum_steps:
     raise ConfigError(
-        f'train.warmup_steps={t.warmup_steps} must be in [0, train.steps={t.steps}]')
-  if t.learning_rate <= 0:
-    raise ConfigError(f'train.learning_rate={t.learning_rate} must be > 0')
-  if t.spike_factor != 0 and t.spike_factor <= 1:
-    raise ConfigError(
-        f'train.spike_factor={t.spike_factor} must be > 1 (a multiple of the running'
-        ' mean loss) or 0 to turn spike logging off')
-  if t.grad_clip < 0:
-    raise ConfigError(f'train.grad_clip={t.grad_clip} must be >= 0 (0 disables)')
-  for name, value in (('parallel.data', p.data), ('parallel.model', p.model),
-                      ('parallel.pipeline', p.pipeline)):
-    if value == 0 or value < -1:
-      raise ConfigError(f'{name}={value} must be a positive size or -1 (fill)')
-  if p.zero_stage not in (0, 1, 2, 3):
-    raise ConfigError(f'parallel.zero_stage={p.zero_stage} must be 0, 1, 2 or 3')
-  if [p.data, p.model, p.pipeline].count(-1) > 1:
-    raise ConfigError('only one of parallel.data/model/pipeline may be -1 (fill)')
-  if p.microbatches <= 0 or p.pipeline_repeats <= 0:
-    raise ConfigError(
-        f'parallel.microbatches={p.microbatches} and parallel.pipeline_repeats='
-        f'{p.pipeline_repeats} must be positive integers')
-  if p.pipeline_schedule is Schedule.GPIPE and p.pipeline_repeats != 1:
-    raise ConfigError(
-        f'parallel.pipeline_repeats={p.pipeline_repeats} needs'
-        ' parallel.pipeline_schedule=circular; gpipe holds one chunk per stage (repeats=1)')
+        f'train.grad_accum_steps={t.grad_accum_steps} does not divide'
+        f' data.batch_size={batch_size}; pick a divisor of the batch size')
   if p.pipeline != 1:
-    micro = d.batch_size // t.grad_accum_steps
+    micro = batch_size // t.grad_accum_steps
     if micro % p.microbatches:
       raise ConfigError(
           f'parallel.microbatches={p.microbatches} does not divide the batch of {micro}'
@@ -298,6 +349,146 @@ def validate(c: Config) -> None:
   _validate_profile(c.profile, t.steps)
 
 
+def validate_model(m: ModelConfig, where: str = '') -> None:
+  """The model-shape checks; `where` names a source other than the experiment (a file)."""
+  at = f'{where}: ' if where else ''
+  for key in ('num_layers', 'num_heads', 'd_model', 'd_ff', 'max_len', 'vocab_multiple'):
+    if getattr(m, key) <= 0:
+      raise ConfigError(f'{at}model.{key}={getattr(m, key)} must be a positive integer')
+  if m.d_model % m.num_heads:
+    raise ConfigError(
+        f'{at}model.num_heads={m.num_heads} does not divide model.d_model={m.d_model};'
+        ' pick num_heads among the divisors of d_model')
+  if not 0.0 <= m.dropout < 1.0:
+    raise ConfigError(f'{at}model.dropout={m.dropout} must be in [0, 1)')
+  if m.dtype not in _DTYPES:
+    raise ConfigError(f'{at}model.dtype={m.dtype!r} is not one of: {", ".join(_DTYPES)}')
+  if m.vocab_size < 0:
+    raise ConfigError(
+        f'{at}model.vocab_size={m.vocab_size} must be >= 0 (0: from the tokenizer)')
+  if m.attention not in _ATTENTION:
+    raise ConfigError(
+        f'{at}model.attention={m.attention!r} is not one of: {", ".join(_ATTENTION)}')
+  if m.scan_unroll < 1:
+    raise ConfigError(
+        f'{at}model.scan_unroll={m.scan_unroll} must be >= 1 (1: a loop over the layers;'
+        f' model.num_layers={m.num_layers}: straight-line code, no loop)')
+
+
+def validate_train(t: TrainConfig) -> None:
+  """The optimizer, schedule, interval and health checks of any task."""
+  positive = {
+      'train.steps': t.steps, 'train.grad_accum_steps': t.grad_accum_steps,
+      'train.log_every': t.log_every, 'train.eval_every': t.eval_every,
+      'train.eval_steps': t.eval_steps, 'train.checkpoint_every': t.checkpoint_every,
+      'train.keep_checkpoints': t.keep_checkpoints,
+  }
+  for name, value in positive.items():
+    if value <= 0:
+      raise ConfigError(f'{name}={value} must be a positive integer')
+  if not 0.0 <= t.min_lr_ratio <= 1.0:
+    raise ConfigError(f'train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1]')
+  if t.warmup_steps < 0 or t.warmup_steps > t.steps:
+    raise ConfigError(
+        f'train.warmup_steps={t.warmup_steps} must be in [0, train.steps={t.steps}]')
+  if t.learning_rate <= 0:
+    raise ConfigError(f'train.learning_rate={t.learning_rate} must be > 0')
+  if t.spike_factor != 0 and t.spike_factor <= 1:
+    raise ConfigError(
+        f'train.spike_factor={t.spike_factor} must be > 1 (a multiple of the running'
+        ' mean loss) or 0 to turn spike logging off')
+  if t.grad_clip < 0:
+    raise ConfigError(f'train.grad_clip={t.grad_clip} must be >= 0 (0 disables)')
+
+
+def validate_parallel(p: ParallelConfig) -> None:
+  """The mesh-size, ZeRO and pipeline-schedule checks of any task."""
+  for name, value in (('parallel.data', p.data), ('parallel.model', p.model),
+                      ('parallel.pipeline', p.pipeline)):
+    if value == 0 or value < -1:
+      raise ConfigError(f'{name}={value} must be a positive size or -1 (fill)')
+  if p.zero_stage not in (0, 1, 2, 3):
+    raise ConfigError(f'parallel.zero_stage={p.zero_stage} must be 0, 1, 2 or 3')
+  if [p.data, p.model, p.pipeline].count(-1) > 1:
+    raise ConfigError('only one of parallel.data/model/pipeline may be -1 (fill)')
+  if p.microbatches <= 0 or p.pipeline_repeats <= 0:
+    raise ConfigError(
+        f'parallel.microbatches={p.microbatches} and parallel.pipeline_repeats='
+        f'{p.pipeline_repeats} must be positive integers')
+  if p.pipeline_schedule is Schedule.GPIPE and p.pipeline_repeats != 1:
+    raise ConfigError(
+        f'parallel.pipeline_repeats={p.pipeline_repeats} needs'
+        ' parallel.pipeline_schedule=circular; gpipe holds one chunk per stage (repeats=1)')
+
+
+def validate_classify(c: Config) -> None:
+  """Checks a classification config without devices or data; raises ConfigError."""
+  m, d, p = c.model, c.data, c.parallel
+  validate_model(m)
+  validate_train(c.train)
+  validate_parallel(p)
+  for name, value in {'data.max_length': d.max_length, 'data.batch_size': d.batch_size}.items():
+    if value <= 0:
+      raise ConfigError(f'{name}={value} must be a positive integer')
+  if not 0.0 < d.eval_holdout <= 1.0:
+    raise ConfigError(f'data.eval_holdout={d.eval_holdout} must be in (0, 1]')
+  if len(d.class_names) < 2 or len(set(d.class_names)) != len(d.class_names):
+    raise ConfigError(f'data.class_names={d.class_names} must name two or more distinct classes')
+  if d.source is LabelledSource.CSV:
+    _validate_csv(d)
+  else:
+    _validate_tfds(d)
+  if d.tokenizer is TokenizerKind.SENTENCEPIECE and d.vocab_size <= 0:
+    raise ConfigError('data.tokenizer=sentencepiece needs data.vocab_size > 0, e.g. 8000')
+  if not c.classifier.init_from and d.max_length > m.max_len:
+    raise ConfigError(
+        f'data.max_length={d.max_length} exceeds model.max_len={m.max_len};'
+        ' raise model.max_len or lower data.max_length')
+  if p.pipeline != 1:
+    raise ConfigError(f'parallel.pipeline={p.pipeline}: fine-tuning runs on the data and'
+                      ' model axes only; set parallel.pipeline=1')
+  validate_batch(c, d.batch_size)
+
+
+def _validate_csv(d: LabelledDataConfig) -> None:
+  if not split_paths(d.train_files):
+    raise ConfigError('data.source=csv needs data.train_files=PATH[,PATH...] (CSV files)')
+  if not d.eval_files and d.eval_holdout == 1.0:
+    raise ConfigError('data.eval_holdout=1.0 with data.eval_files=\'\' leaves nothing to'
+                      ' train on; hold out less, or set data.eval_files')
+  if not d.csv_text_columns:
+    raise ConfigError('data.csv_text_columns is empty; name the text column(s), e.g. (1, 2)')
+  columns = (d.csv_label_column,) + d.csv_text_columns
+  if min(columns) < 0:
+    raise ConfigError(f'data.csv_label_column/csv_text_columns={columns} must be >= 0'
+                      ' (0-based column numbers)')
+  if d.csv_label_column in d.csv_text_columns:
+    raise ConfigError(f'data.csv_label_column={d.csv_label_column} is also a text column;'
+                      ' remove it from data.csv_text_columns')
+  if len(d.csv_labels) != len(d.class_names) or len(set(d.csv_labels)) != len(d.csv_labels):
+    raise ConfigError(
+        f'data.csv_labels={d.csv_labels} must be {len(d.class_names)} distinct values, one'
+        f' per entry of data.class_names={d.class_names}')
+
+
+def _validate_tfds(d: LabelledDataConfig) -> None:
+  if not d.tfds_dataset:
+    raise ConfigError('data.source=tfds needs data.tfds_dataset=NAME, e.g. ag_news_subset')
+  if not d.tfds_text_keys:
+    raise ConfigError('data.tfds_text_keys is empty; name the text feature(s),'
+                      ' e.g. (\'title\', \'description\')')
+  if not d.train_split:
+    raise ConfigError('data.source=tfds needs data.train_split, e.g. train')
+  if not d.eval_split and d.eval_holdout == 1.0:
+    raise ConfigError('data.eval_holdout=1.0 with data.eval_split=\'\' leaves nothing to'
+                      ' train on; hold out less, or set data.eval_split')
+
+
+def split_paths(paths: str) -> list[str]:
+  """'a.csv, b.csv' -> ['a.csv', 'b.csv']."""
+  return [p.strip() for p in paths.split(',') if p.strip()]
+
+
 def _validate_profile(pr: ProfileConfig, steps: int) -> None:
   if pr.start_step < 0:
     raise ConfigError(f'profile.start_step={pr.start_step} must be >= 0 (the first traced step)')
@@ -311,13 +502,13 @@ def _validate_profile(pr: ProfileConfig, steps: int) -> None:
 
 
 def to_dict(c: Config) -> dict:
-  """A JSON-ready dict (enums as their values), e.g. for the run folder."""
+  """A JSON-ready dict (enums as values, tuples as lists), e.g. for the run folder."""
   def convert(v):
-    return v.value if isinstance(v, enum.Enum) else v
-  out = {
-      section: {k: convert(v) for k, v in dataclasses.asdict(getattr(c, section)).items()}
-      for section in ('model', 'data', 'train', 'parallel', 'profile')
-  }
+    if isinstance(v, enum.Enum):
+      return v.value
+    return list(v) if isinstance(v, tuple) else v
+  out = {f.name: {k: convert(v) for k, v in dataclasses.asdict(getattr(c, f.name)).items()}
+         for f in dataclasses.fields(c) if getattr(c, f.name) is not None}
   del out['model']['remat']  # a copy of parallel.remat
   return out
 

@@ -34,14 +34,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 from jaxlm.data import lm as data_lib  # noqa: E402
 from jaxlm.inference import quantize  # noqa: E402
 from jaxlm.parallel import sharding  # noqa: E402
 from jaxlm.config import ConfigError, DataSource, TokenizerKind  # noqa: E402
 from jaxlm.model.gpt import GPT  # noqa: E402
-from jaxlm.sample import fail, load_run, parse_flags  # noqa: E402
+from jaxlm import cli  # noqa: E402
+from jaxlm.sample import load_run  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,17 +121,11 @@ def evaluate_run(workdir: str, split: str | None = None, *, quantize_to: str = '
   return out
 
 
-def main(argv):
-  if len(argv) > 1:
-    fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
+def _evaluate(_):
   f = flags.FLAGS
-  try:
-    if f.batch_size < 0:
-      raise ConfigError(f'--batch_size={f.batch_size} must be >= 0 (0: data.batch_size)')
-    m = evaluate_run(f.workdir, f.split, quantize_to=f.quantize, batch_size=f.batch_size)
-  except ConfigError as e:
-    fail(str(e))
+  if f.batch_size < 0:
+    raise ConfigError(f'--batch_size={f.batch_size} must be >= 0 (0: data.batch_size)')
+  m = evaluate_run(f.workdir, f.split, quantize_to=f.quantize, batch_size=f.batch_size)
   bits = [f'{k.replace("_", " ")} {m[k]:.4f}' for k in ('bits_per_character', 'bits_per_byte')
           if k in m]
   print(f'{f.workdir} step {m["step"]}, {f.quantize} weights'
@@ -146,6 +141,10 @@ def define_flags() -> None:
   flags.DEFINE_integer('batch_size', 0, 'Windows per batch; 0: data.batch_size.')
 
 
-if __name__ == '__main__':
+def main():
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  cli.run(_evaluate)
+
+
+if __name__ == '__main__':
+  main()

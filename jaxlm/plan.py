@@ -68,7 +68,7 @@ def state_bytes(c: Config, mesh) -> Plan:
   s = steps_lib.build(c, mesh)
   abstract = jax.eval_shape(s.init)
   sh = s.state_shardings
-  _, grad_sh = steps_lib.state_shardings(s.model, s.tx, mesh, c.data.seq_len,
+  _, grad_sh = steps_lib.state_shardings(s.model, s.tx, mesh, s.objective.example,
                                          c.parallel.zero_stage)
   p = c.parallel
   return Plan(layout=(mesh.shape['data'], mesh.shape['model'], mesh.shape['pipeline'],
@@ -202,32 +202,40 @@ def format_plan(plan: Plan) -> str:
   return '\n'.join(lines)
 
 
-def main(argv) -> None:
-  from absl import logging
-  from jaxlm import config as config_lib
-  logging.set_verbosity(logging.WARNING)
-  c = config_lib.from_configdict(_CONFIG.value)
+def _plan(_) -> None:
+  from absl import flags  # noqa: PLC0415
+
+  from jaxlm import config as config_lib  # noqa: PLC0415
+  f = flags.FLAGS
+  c = config_lib.from_configdict(f.config)
   if c.model.vocab_size == 0:
     print(f'model.vocab_size=0 (from a tokenizer): using {config_lib.SYNTHETIC_VOCAB}')
   c = config_lib.resolve_vocab(c, config_lib.SYNTHETIC_VOCAB)
   n = jax.device_count()
   print(format_plan(compile_plan(c, sharding.make_mesh(c.parallel))))
-  if _MEMORY.value:
-    best = suggest(c, n, _MEMORY.value * GiB)
+  if f.device_memory:
+    best = suggest(c, n, f.device_memory * GiB)
     if best is None:
       print(f'none of the layouts with the least state on {n} devices fits'
-            f' {_MEMORY.value} GiB per device; raise train.grad_accum_steps,'
+            f' {f.device_memory} GiB per device; raise train.grad_accum_steps,'
             ' lower data.batch_size or use more devices')
     else:
-      print(f'suggested for {_MEMORY.value} GiB per device:')
+      print(f'suggested for {f.device_memory} GiB per device:')
       print(format_plan(best))
 
 
-if __name__ == '__main__':
-  from absl import app, flags
-  from ml_collections import config_flags
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+def main() -> None:
+  """The command line: --config, --devices (simulated), --device_memory."""
+  from absl import flags  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  from jaxlm import cli  # noqa: PLC0415
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
   flags.DEFINE_integer('devices', 8, 'Simulated CPU devices to plan for.')
-  _MEMORY = flags.DEFINE_float('device_memory', 0.0, 'GiB per device, to suggest a layout.')
+  flags.DEFINE_float('device_memory', 0.0, 'GiB per device, to suggest a layout.')
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(_plan)
+
+
+if __name__ == '__main__':
+  main()

@@ -26,7 +26,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
+
+from jaxlm import cli  # noqa: E402
 
 from jaxlm import config as config_lib  # noqa: E402
 from jaxlm.inference import generate  # noqa: E402
@@ -152,15 +154,6 @@ def sample_texts(run: Run, prompts: list[str], max_new_tokens: int,
   return texts, result.shifted
 
 
-def parse_flags(argv):
-  """absl flag parsing with its errors as one `error:` line."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
-
-
 def sampling_from_flags(temperature: float, top_k: int, top_p: float) -> generate.Sampling:
   try:
     return generate.Sampling(temperature, top_k, top_p)
@@ -168,30 +161,19 @@ def sampling_from_flags(temperature: float, top_k: int, top_p: float) -> generat
     raise ConfigError(f'--{e}') from None
 
 
-def fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(1)
-
-
-def main(argv):
-  if len(argv) > 1:
-    fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
+def _sample(_):
   f = flags.FLAGS
-  try:
-    if f.max_new_tokens < 1:
-      raise ConfigError(f'--max_new_tokens={f.max_new_tokens} must be >= 1')
-    if f.num_samples < 1:
-      raise ConfigError(f'--num_samples={f.num_samples} must be >= 1')
-    if not 0 <= f.seed < 2**32:
-      raise ConfigError(f'--seed={f.seed} must be in [0, 2**32)')
-    sampling = sampling_from_flags(f.temperature, f.top_k, f.top_p)
-    run = load_run(f.workdir, quantize_to=f.quantize)
-    prompts = f.prompt or [run.config.train.sample_prompt]
-    texts, shifted = sample_texts(run, prompts, f.max_new_tokens, sampling,
-                                  seed=f.seed, num_samples=f.num_samples)
-  except ConfigError as e:
-    fail(str(e))
+  if f.max_new_tokens < 1:
+    raise ConfigError(f'--max_new_tokens={f.max_new_tokens} must be >= 1')
+  if f.num_samples < 1:
+    raise ConfigError(f'--num_samples={f.num_samples} must be >= 1')
+  if not 0 <= f.seed < 2**32:
+    raise ConfigError(f'--seed={f.seed} must be in [0, 2**32)')
+  sampling = sampling_from_flags(f.temperature, f.top_k, f.top_p)
+  run = load_run(f.workdir, quantize_to=f.quantize)
+  prompts = f.prompt or [run.config.train.sample_prompt]
+  texts, shifted = sample_texts(run, prompts, f.max_new_tokens, sampling,
+                                seed=f.seed, num_samples=f.num_samples)
   print(f'step {run.step} of {f.workdir}, {f.quantize} weights'
         f' ({quantize.nbytes(run.params) / 2**20:.2f} MiB)', file=sys.stderr, flush=True)
   many = len(texts) * len(texts[0]) > 1
@@ -220,6 +202,10 @@ def define_flags() -> None:
   flags.DEFINE_string('quantize', 'none', 'none or int8 (weight-only).')
 
 
-if __name__ == '__main__':
+def main():
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  cli.run(_sample)
+
+
+if __name__ == '__main__':
+  main()

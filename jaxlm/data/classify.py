@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxlm.data import sources
-from jaxlm.tasks.classify_config import DataConfig, Source, Truncation, split_paths
+from jaxlm.config import LabelledDataConfig, LabelledSource, Truncation, split_paths
 from jaxlm.config import ConfigError
 
 PAD_ID = 0  # any id works: causal attention keeps pads after the text from changing it
@@ -113,7 +113,7 @@ def read_csv(path: str, *, label_column: int, text_columns: Sequence[int],
   return Examples(tuple(texts), np.asarray(ids, np.int32))
 
 
-def _csv_files(cfg: DataConfig, paths: str) -> Examples:
+def _csv_files(cfg: LabelledDataConfig, paths: str) -> Examples:
   return concat([read_csv(p, label_column=cfg.csv_label_column,
                           text_columns=cfg.csv_text_columns, labels=cfg.csv_labels,
                           skip_header=cfg.csv_skip_header)
@@ -145,7 +145,7 @@ def _tfds_builder(dataset: str, data_dir: str):
   return builder
 
 
-def _tfds_split(cfg: DataConfig, split: str, setting: str) -> Examples:
+def _tfds_split(cfg: LabelledDataConfig, split: str, setting: str) -> Examples:
   tfds = _import_tfds()
   builder = _tfds_builder(cfg.tfds_dataset, cfg.tfds_data_dir)
   features = builder.info.features
@@ -192,9 +192,9 @@ def stratified_split(labels_N, fraction: float, seed: int) -> tuple[np.ndarray, 
   return held, rest
 
 
-def load(cfg: DataConfig, seed: int) -> tuple[Examples, Examples]:
+def load(cfg: LabelledDataConfig, seed: int) -> tuple[Examples, Examples]:
   """(train, eval) examples per the holdout rule in the module docstring."""
-  if cfg.source is Source.CSV:
+  if cfg.source is LabelledSource.CSV:
     train_pool = _csv_files(cfg, cfg.train_files)
     eval_pool = _csv_files(cfg, cfg.eval_files) if split_paths(cfg.eval_files) else None
   else:

@@ -44,7 +44,6 @@ import json
 import os
 import re
 import shutil
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -394,7 +393,9 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
 
 def main() -> None:
   """The command line: import|export and flags; bad input prints one line, exits 1."""
-  from absl import app, flags, logging  # noqa: PLC0415  (not needed when imported)
+  from absl import flags  # noqa: PLC0415  (not needed when imported)
+
+  from jaxlm import cli  # noqa: PLC0415
 
   hf_dir = flags.DEFINE_string('hf_dir', None, 'import: Hugging Face GPT-2 directory.')
   workdir = flags.DEFINE_string('workdir', None, 'jaxlm run folder (import makes a new one).')
@@ -416,17 +417,12 @@ def main() -> None:
     export_hf(workdir.value, out_dir.value, step.value)
     return f'exported {workdir.value} -> {out_dir.value}'
 
-  def _main(argv):
-    if len(argv) != 2 or argv[1] not in ('import', 'export'):
-      raise app.UsageError('usage: python -m jaxlm.interop.gpt2_hf import|export [--flags]')
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
-    try:
-      print(run(argv[1]))
-    except ConfigError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(1)
+  def _main(args):
+    if len(args) != 1 or args[0] not in ('import', 'export'):
+      raise ConfigError('name the command: python -m jaxlm.hf import|export [--flags]')
+    print(run(args[0]))
 
-  app.run(_main)
+  cli.run(_main, positional=1)
 
 
 if __name__ == '__main__':

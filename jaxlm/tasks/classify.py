@@ -1,4 +1,4 @@
-"""A GPT body with a classification head, and its jitted steps.
+"""Classification fine-tuning: a GPT body, pooling and a linear head over labelled texts.
 
 Dimension key as in jaxlm/model/gpt.py, plus C classes.
 
@@ -12,21 +12,27 @@ on the pads after them, and pooling reads only real tokens.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable
+import json
+import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import linen as nn
-from jax.sharding import Mesh
 
-from jaxlm.parallel import sharding
-from jaxlm.tasks.classify_config import Config, Pooling
-from jaxlm.config import ConfigError, ModelConfig
+from jaxlm import config as config_lib
+from jaxlm.config import Config, ConfigError, ModelConfig, Pooling
+from jaxlm.data import classify as classify_data
+from jaxlm.data import tokenizers
 from jaxlm.model.gpt import GPT
-from jaxlm.training.optim import make_optimizer, schedule
-from jaxlm.training.steps import TrainState
+from jaxlm.parallel import sharding
+from jaxlm.tasks import classify_metrics as cm_lib
+from jaxlm.tasks.base import Task
+from jaxlm.training import flops as flops_lib
+from jaxlm.training.metrics import log
+from jaxlm.training.steps import Objective
 
 Batch = dict[str, jax.Array]  # tokens int32[B, L], lengths/labels int32[B], weights f32[B]
 
@@ -72,127 +78,217 @@ class Classifier(nn.Module):
     return Head(self.num_classes, name='head')(x_BD)
 
 
-def loss_fn(params, batch: Batch, rng, *, model: Classifier, train: bool):
-  """(weighted mean cross-entropy over classes, logits [B, C])."""
+def loss_fn(model: Classifier, params, batch: Batch, rng, train: bool):
+  """(weighted mean cross-entropy over classes, {'accuracy'})."""
   deterministic = not train or model.cfg.dropout == 0.0
   rngs = {} if deterministic else {'dropout': rng}
   logits_BC = model.apply({'params': params}, batch['tokens'], batch['lengths'],
                           deterministic=deterministic, rngs=rngs)
   losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, batch['labels'])
   weights_B = batch['weights']
-  return jnp.sum(losses_B * weights_B) / jnp.maximum(jnp.sum(weights_B), 1.0), logits_BC
-
-
-def train_step(state: TrainState, batch: Batch, *, model: Classifier,
-               tx: optax.GradientTransformation, lr_schedule, grad_shardings=None):
-  """One optimizer step: (state, batch) -> (state, metrics)."""
-  rng = jax.random.fold_in(state.rng, state.step)
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, train=True),
-                               has_aux=True)
-  (loss, logits_BC), grads = grad_fn(state.params, batch, rng)
-  if grad_shardings is not None:  # ZeRO-2: reduce-scatter instead of all-reduce
-    grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  total = jnp.maximum(jnp.sum(weights_B), 1.0)
   correct_B = (jnp.argmax(logits_BC, -1) == batch['labels']).astype(jnp.float32)
-  metrics = {
-      'loss': loss,
-      'accuracy': jnp.sum(correct_B * batch['weights']) / jnp.sum(batch['weights']),
-      'grad_norm': optax.tree.norm(grads),
-      'learning_rate': lr_schedule(state.step),
-  }
-  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       opt_state=opt_state), metrics
+  return jnp.sum(losses_B * weights_B) / total, {'accuracy': jnp.sum(correct_B * weights_B) / total}
 
 
-def predict_step(params, batch: Batch, *, model: Classifier) -> jax.Array:
+def predict(model: Classifier, params, batch: Batch) -> jax.Array:
   """Predicted class ids int32[B]."""
-  _, logits_BC = loss_fn(params, batch, None, model=model, train=False)
+  logits_BC = model.apply({'params': params}, batch['tokens'], batch['lengths'],
+                          deterministic=True)
   return jnp.argmax(logits_BC, -1).astype(jnp.int32)
 
 
-def _dummy_inputs(max_length: int):
-  return jnp.zeros((1, max_length), jnp.int32), jnp.ones((1,), jnp.int32)
+def example_inputs(max_length: int) -> tuple:
+  """Init inputs of a Classifier: one row of tokens and its length."""
+  return (jax.ShapeDtypeStruct((1, max_length), jnp.int32),
+          jax.ShapeDtypeStruct((1,), jnp.int32))
 
 
-def init_state(seed: int, gpt_params=None, *, model: Classifier, tx, max_length: int
-               ) -> TrainState:
-  """A fresh state; with gpt_params, those replace the random body (same head either way)."""
-  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-  params = nn.meta.unbox(model.init({'params': init_rng}, *_dummy_inputs(max_length))['params'])
-  if gpt_params is not None:
-    params = {**params, 'gpt': gpt_params}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), rng=train_rng)
+def objective(c: Config) -> Objective:
+  """The classifier and its loss; eval outputs are predicted classes."""
+  model = Classifier(c.model, len(c.data.class_names), c.classifier.pooling)
+  return Objective(model, example_inputs(c.data.max_length), loss_fn, predict)
 
 
-def abstract_params(model: Classifier, max_length: int):
-  """Parameter shapes, still boxed with their logical axis names."""
-  inputs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in _dummy_inputs(max_length)]
-  return jax.eval_shape(lambda t, n: model.init(jax.random.PRNGKey(0), t, n),
-                        *inputs)['params']
+# --- A pretrained body -------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class Steps:
-  """The model, optimizer and jitted steps for one config on one mesh."""
-  model: Classifier
-  tx: optax.GradientTransformation
-  mesh: Mesh
-  state_shardings: TrainState
-  abstract_state: TrainState  # ShapeDtypeStructs carrying the shardings
-  init: Callable[..., TrainState]  # init() random, init(gpt_params) pretrained body
-  train: Callable[[TrainState, Batch], tuple[TrainState, dict]]
-  predict: Callable[[Any, Batch], jax.Array]
+class PretrainedRun:
+  """What fine-tuning takes from a pretraining run folder."""
+  path: str
+  model: ModelConfig  # as trained
+  tokenizer: tokenizers.Tokenizer
+  step: int  # the latest checkpoint
 
 
-def check_layout(c: Config, mesh: Mesh) -> None:
-  """Checks that the batch and the model split evenly over the mesh."""
-  data, model = mesh.shape['data'], mesh.shape['model']
-  if c.data.batch_size % (data * jax.process_count()):
+def open_pretrained(path: str) -> PretrainedRun:
+  """Reads a run folder's model config, tokenizer and latest step; checks they exist."""
+  setting = f'classifier.init_from={path}'
+  if not os.path.isdir(path):
+    raise ConfigError(f'{setting}: no such folder; pass a jaxlm pretraining run folder'
+                      ' (config.json, tokenizer.json, checkpoints/)')
+  for name in ('config.json', tokenizers.SPEC_FILE, 'checkpoints'):
+    if not os.path.exists(os.path.join(path, name)):
+      raise ConfigError(f'{setting} holds no {name}; pass the folder of a jaxlm'
+                        ' pretraining run (python -m jaxlm.main --workdir=...)')
+  config_path = os.path.join(path, 'config.json')
+  try:
+    with open(config_path) as f:
+      raw = json.load(f)
+    model_raw = raw['model']
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ConfigError(f'{config_path} is not a jaxlm run config ({e!r});'
+                      ' pass the folder of a jaxlm pretraining run') from None
+  model = config_lib.section(ModelConfig, model_raw, f'{config_path}: model')
+  config_lib.validate_model(model, config_path)
+  manager = _reader(path)
+  step = manager.latest_step()
+  manager.close()
+  if step is None:
+    raise ConfigError(f'{setting} has no complete checkpoint in checkpoints/;'
+                      ' train it for at least one checkpoint interval')
+  return PretrainedRun(path, model, tokenizers.load_tokenizer(path), step)
+
+
+def with_pretrained_model(c: Config, run: PretrainedRun) -> Config:
+  """c with the run's architecture; checks the tokenizer and max_length fit it."""
+  if run.tokenizer.kind is not c.data.tokenizer:
     raise ConfigError(
-        f'data.batch_size={c.data.batch_size} is not divisible by the data axis ({data})'
-        f' x {jax.process_count()} processes; use a multiple of {data * jax.process_count()}')
-  for name, size in (('model.num_heads', c.model.num_heads), ('model.d_ff', c.model.d_ff),
-                     ('model.vocab_size', c.model.vocab_size)):
-    if size % model:
-      raise ConfigError(f'{name}={size} is not divisible by parallel.model={model};'
-                        ' pick a model axis size that divides it')
-  if c.parallel.zero_stage and c.model.d_model % data:
+        f'data.tokenizer={c.data.tokenizer.value} but classifier.init_from={run.path} was'
+        f' trained with {run.tokenizer.kind.value}; set data.tokenizer={run.tokenizer.kind.value}')
+  if c.data.max_length > run.model.max_len:
     raise ConfigError(
-        f'parallel.zero_stage={c.parallel.zero_stage} shards model.d_model={c.model.d_model}'
-        f' over the data axis ({data}), which does not divide it; use zero_stage=0')
+        f'data.max_length={c.data.max_length} exceeds model.max_len={run.model.max_len} of'
+        f' classifier.init_from={run.path}; lower data.max_length to at most {run.model.max_len}')
+  model = dataclasses.replace(run.model, dropout=c.model.dropout, dtype=c.model.dtype,
+                              remat=c.parallel.remat)
+  return dataclasses.replace(c, model=model)
 
 
-def build(c: Config, mesh: Mesh) -> Steps:
-  """Builds the classifier and jits init/train/predict with explicit shardings."""
-  check_layout(c, mesh)
-  model = Classifier(c.model, c.num_classes, c.classifier.pooling)
-  tx = make_optimizer(c.train)  # reads the optimizer fields jaxlm.config.TrainConfig names
-  max_length = c.data.max_length
-  boxed = abstract_params(model, max_length)
-  zero = c.parallel.zero_stage
-  by_kind = {kind: sharding.mesh_shardings(boxed, mesh, sharding.rules_for(kind, zero))
-             for kind in ('params', 'grads', 'opt_state')}
-  rep, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  abstract_opt = jax.eval_shape(tx.init, sharding.unbox_shapes(boxed))
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, by_kind['opt_state'],
-                                 transform_non_params=lambda _: rep)
-  shardings = TrainState(step=rep, params=by_kind['params'], opt_state=opt_sh, rng=rep)
+def _reader(run_dir: str) -> ocp.CheckpointManager:
+  # Handlers for the items jaxlm.training.checkpoint writes; nothing is created or saved.
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(run_dir, 'checkpoints')),
+      options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                     'meta': ocp.JsonCheckpointHandler()})
 
-  init_fn = functools.partial(init_state, c.train.seed, model=model, tx=tx,
-                              max_length=max_length)
-  scratch = jax.jit(lambda: init_fn(None), out_shardings=shardings)
-  pretrained = jax.jit(init_fn, in_shardings=(shardings.params['gpt'],),
-                       out_shardings=shardings)
-  init = lambda gpt_params=None: scratch() if gpt_params is None else pretrained(gpt_params)
-  abstract = jax.eval_shape(scratch)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-  train = jax.jit(functools.partial(train_step, model=model, tx=tx,
-                                    lr_schedule=schedule(c.train),
-                                    grad_shardings=by_kind['grads'] if zero >= 2 else None),
-                  in_shardings=(shardings, batch_sh), out_shardings=(shardings, rep),
-                  donate_argnums=0)
-  predict = jax.jit(functools.partial(predict_step, model=model),
-                    in_shardings=(shardings.params, batch_sh), out_shardings=rep)
-  return Steps(model, tx, mesh, shardings, abstract, init, train, predict)
+
+def restore_gpt_params(run: PretrainedRun, abstract_gpt):
+  """The run's GPT parameters, placed as the ShapeDtypeStructs in abstract_gpt say."""
+  manager = _reader(run.path)
+  try:
+    _check_saved_params(manager, run.step, abstract_gpt)
+    target = {'params': abstract_gpt}  # partial: the optimizer state and lm_head stay on disk
+    restored = manager.restore(run.step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))
+  finally:
+    manager.close()
+  return restored['state']['params']
+
+
+def _check_saved_params(manager: ocp.CheckpointManager, step: int, abstract_gpt) -> None:
+  where = f'{manager.directory}/{step}'
+  saved = manager.item_metadata(step)['state']
+  saved_params = saved['params'] if 'params' in saved else {}
+  flat_saved = {jax.tree_util.keystr(p): x for p, x in
+                jax.tree_util.tree_flatten_with_path(saved_params)[0]}
+  for path, want in jax.tree_util.tree_flatten_with_path(abstract_gpt)[0]:
+    key = jax.tree_util.keystr(path)
+    if key not in flat_saved:
+      raise ConfigError(f'{where} has no parameter params{key}; it is not a checkpoint of'
+                        ' this jaxlm GPT (is the run from another version?)')
+    if tuple(flat_saved[key].shape) != tuple(want.shape):
+      raise ConfigError(f'{where}: params{key} has shape {tuple(flat_saved[key].shape)},'
+                        f' the model needs {tuple(want.shape)}; its config.json does not'
+                        ' match its checkpoint')
+
+
+# --- The task ----------------------------------------------------------------
+
+
+class Classification(Task):
+  """Labelled texts from CSV or TFDS; from scratch or from a pretraining run's body."""
+  examples_per_line = True
+
+  def __init__(self, c: Config):
+    self.config = c
+    self._pretrained = None
+
+  def prepare(self, workdir: str) -> Config:
+    c = self.config
+    if c.classifier.init_from:
+      self._pretrained = open_pretrained(c.classifier.init_from)
+      c = with_pretrained_model(c, self._pretrained)
+    train_ex, eval_ex = classify_data.load(c.data, c.train.seed)
+    os.makedirs(workdir, exist_ok=True)
+    log(f'{len(train_ex.texts)} training and {len(eval_ex.texts)} held-out examples,'
+        f' {len(c.data.class_names)} classes')
+    if self._pretrained is not None:
+      self.tokenizer = self._pretrained.tokenizer
+      if jax.process_index() == 0:
+        self.tokenizer.save(workdir)
+    else:
+      self.tokenizer = tokenizers.build_tokenizer(c.data, workdir, lambda: train_ex.texts)
+    c = self.config = config_lib.resolve_vocab(c, self.tokenizer.vocab_size)
+    d = c.data
+    self._train = classify_data.encode(self.tokenizer, train_ex, d.max_length, d.truncation)
+    self._eval = classify_data.encode(self.tokenizer, eval_ex, d.max_length, d.truncation)
+    self.tokens_per_step = d.batch_size * d.max_length
+    self.examples_per_step = d.batch_size
+    self.flops_per_token = flops_lib.flops_per_token(c.model, d.max_length)
+    return c
+
+  def objective(self, stack=None) -> Objective:
+    return objective(self.config)
+
+  def check_resumable(self, saved: dict, step: int, where: str) -> None:
+    now = config_lib.to_dict(self.config)
+    for sec, key in (('data', 'class_names'), ('classifier', 'pooling')):
+      if saved.get(sec, {}).get(key) != now[sec][key]:
+        raise ConfigError(
+            f'{where} holds a checkpoint (step {step}) with {sec}.{key}='
+            f'{saved.get(sec, {}).get(key)!r}, {now[sec][key]!r} now;'
+            ' use a new --workdir or the original setting')
+
+  def start_params(self, abstract_params):
+    if self._pretrained is None:
+      return None
+    log(f'body from {self._pretrained.path} (step {self._pretrained.step})')
+    return {'gpt': restore_gpt_params(self._pretrained, abstract_params['gpt'])}
+
+  def describe(self, n_params: int) -> str:
+    m = self.config.model
+    return (f'classifier: {n_params / 1e6:.2f}M parameters, {m.num_layers} layers,'
+            f' d_model {m.d_model}, pooling {self.config.classifier.pooling.value}')
+
+  def train_batch(self, step, process_index, process_count):
+    c = self.config
+    return classify_data.train_batch(self._train, step, batch_size=c.data.batch_size,
+                                     seed=c.train.seed, process_index=process_index,
+                                     process_count=process_count)
+
+  def eval_batches(self, process_index, process_count):
+    return classify_data.eval_batches(self._eval, batch_size=self.config.data.batch_size,
+                                      process_index=process_index, process_count=process_count)
+
+  def eval_metrics(self, outputs):
+    preds_N = np.concatenate(outputs)[:len(self._eval)]
+    cm_CC = cm_lib.confusion_matrix(self._eval.labels_N, preds_N,
+                                    len(self.config.data.class_names))
+    return {f'eval_{k}': v for k, v in cm_lib.summary(cm_CC).items()}
+
+  def eval_line(self, m):
+    return (f'accuracy {m["eval_accuracy"]:.4f} | macro precision'
+            f' {m["eval_macro_precision"]:.4f} recall {m["eval_macro_recall"]:.4f}'
+            f' F1 {m["eval_macro_f1"]:.4f} | {m["eval_examples"]} examples')
+
+  def train_line(self, values):
+    return f' | accuracy {values["accuracy"]:.3f}'
+
+  def finish(self, params, workdir, result):
+    if 'eval' in result:
+      log(cm_lib.format_report(np.asarray(result['eval']['confusion_matrix']),
+                               self.config.data.class_names))

@@ -1,36 +1,32 @@
-"""A training run: run folder, data, mesh, state, the loop, eval, checkpoints.
+"""The one training loop of every task: run folder, mesh, state, steps, eval, checkpoints.
 
-`run(config, workdir)` is what `python -m jaxlm.main` calls; it is importable
-from a notebook. Bad settings stop with a ConfigError before any work.
+`run(config, workdir)` is what `python -m jaxlm.main` calls, for pretraining
+and fine-tuning alike; it is importable from a notebook. The task
+(jaxlm/tasks/) supplies data, loss and metrics; the loop owns the rest:
+accumulation and the NaN/Inf guard (in the step), SIGTERM/Ctrl-C checkpoints,
+restore with fall-back, prefetch, profiling, metrics.jsonl and TensorBoard,
+the progress line. Bad settings stop with a ConfigError before any work.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
-import math
 import os
 import time
 
 import jax
-import numpy as np
 
-from jaxlm.data import lm as data_lib
-from jaxlm.training import flops as flops_lib
-from jaxlm import plan
-from jaxlm.inference import generate
-from jaxlm.training import health
+from jaxlm import plan, tasks
+from jaxlm.config import Config, to_dict
 from jaxlm.parallel import pipeline
 from jaxlm.parallel import sharding
+from jaxlm.training import flops as flops_lib
+from jaxlm.training import health
 from jaxlm.training import steps as steps_lib
-from jaxlm.data import tokenizers
 from jaxlm.training.checkpoint import Checkpointer
-from jaxlm import config as config_lib
-from jaxlm.config import Config, to_dict
-from jaxlm.model.gpt import GPT
 from jaxlm.training.metrics import (MetricWriter, StepTrace, device_memory, format_bytes,
-                           format_duration, log)
+                                    format_duration, log)
 
 
 def new_workdir(root: str = 'runs') -> str:
@@ -49,75 +45,74 @@ def _global_batch(mesh, local: dict) -> dict:
   return {k: jax.make_array_from_process_local_data(sh, v) for k, v in local.items()}
 
 
-def evaluate(s: steps_lib.Steps, params, batches) -> float:
-  """Mean loss over fixed eval batches (equal sizes)."""
-  losses = [s.eval(params, _global_batch(s.mesh, b)) for b in batches]
-  return float(np.mean(jax.device_get(losses)))
+def evaluate(s: steps_lib.Steps, task: tasks.Task, params, batches) -> dict:
+  """The task's eval metrics over its eval batches."""
+  outputs = [s.eval(params, _global_batch(s.mesh, b)) for b in batches]
+  return task.eval_metrics(jax.device_get(outputs))
 
 
 def run(c: Config, workdir: str | None = None) -> dict:
-  """Trains (or resumes) and returns the last logged and eval metrics."""
+  """Trains (or resumes) any task; returns the last logged and eval metrics."""
   workdir = workdir or new_workdir()
+  task = tasks.make(c)
   mesh = sharding.make_mesh(c.parallel)
   sharding.check_layout(c, mesh)
   resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
-  os.makedirs(workdir, exist_ok=True)
+  c = task.prepare(workdir)
   log(f'run folder: {workdir} ({"resuming" if resuming else "new"})')
-
-  d = c.data
-  tokenizer = tokenizers.build_tokenizer(
-      d, workdir, lambda: data_lib.documents(d, d.train_split))
-  c = config_lib.resolve_vocab(c, tokenizer.vocab_size)
+  sharding.check_layout(c, mesh)  # the resolved vocabulary, a pretrained architecture
   config_dict = to_dict(c)
   ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
   ckpt.check_compatible(config_dict)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    try:
+      saved = ckpt.saved_config(latest)
+    except Exception:  # noqa: BLE001  unreadable: restore_latest deals with it
+      saved = None
+    if saved is not None:
+      task.check_resumable(saved, latest, ckpt.directory)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(config_dict, f, indent=2)
 
-  train_tokens = data_lib.tokenize_split(d, tokenizer, d.train_split, workdir)
-  eval_tokens = data_lib.tokenize_split(d, tokenizer, d.eval_split, workdir)
   pidx, pcount = jax.process_index(), jax.process_count()
-  eval_batches = data_lib.eval_batches(
-      eval_tokens, batch_size=d.batch_size, seq_len=d.seq_len,
-      num_batches=c.train.eval_steps, process_index=pidx, process_count=pcount)
-
-  flops_token = flops_lib.flops_per_token(c.model, d.seq_len)
+  eval_batches = task.eval_batches(pidx, pcount)
   peak, peak_source = flops_lib.peak_flops_per_second()
   with sharding.activate(mesh):
-    s = steps_lib.build(c, mesh)
+    s = steps_lib.build(c, mesh, task.objective(pipeline.stack_for(c.parallel,
+                                                                   mesh.shape['pipeline'])))
     start, state = ckpt.restore_latest(s.abstract_state)
-    # Checkpoints keep layers in canonical order, whatever the pipeline.
-    state = s.init() if start is None else s.from_canonical(state)
+    if start is None:
+      state = s.init(task.start_params(s.abstract_state.params))
+    else:  # checkpoints keep layers in canonical order, whatever the pipeline
+      state = s.from_canonical(state)
     start = start or 0
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    log(f'model: {n_params / 1e6:.2f}M parameters, vocab {c.model.vocab_size};'
-        f' mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}'
-        f' devices; peak {peak / 1e12:.2f} TFLOP/s ({peak_source})')
+    log(f'{task.describe(n_params)}; mesh {dict(mesh.shape)} on {jax.device_count()}'
+        f' {jax.devices()[0].platform} devices; peak {peak / 1e12:.2f} TFLOP/s ({peak_source})')
     if s.pipeline is not None:
       log(pipeline.describe(s.pipeline))
     if start:
       log(f'resumed from step {start}')
 
     writer = MetricWriter(workdir)
-    result = _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
-                   flops_token, peak, tokenizer, StepTrace(c.profile, workdir))
-    writer.close()
-  ckpt.close()
+    try:
+      result = _loop(c, task, s, state, start, eval_batches, ckpt, writer, peak,
+                     StepTrace(c.profile, workdir), workdir)
+    finally:
+      writer.close()
+      ckpt.close()
   return result
 
 
-def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
-          flops_token, peak, tokenizer, trace) -> dict:
-  d, t = c.data, c.train
+def _loop(c, task, s, state, start, eval_batches, ckpt, writer, peak, trace, workdir) -> dict:
+  t = c.train
   config_dict = to_dict(c)
   pidx, pcount = jax.process_index(), jax.process_count()
 
   def batch(step):
-    local = data_lib.train_batch(train_tokens, step, batch_size=d.batch_size,
-                                 seq_len=d.seq_len, seed=t.seed,
-                                 process_index=pidx, process_count=pcount)
-    return _global_batch(s.mesh, local)
+    return _global_batch(s.mesh, task.train_batch(step, pidx, pcount))
 
   t0 = time.perf_counter()
   train_step = s.train.lower(state, batch(start)).compile()
@@ -135,8 +130,8 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
     watch.check(done, values)
     window['steps'] += 1
     if done % t.log_every == 0 or done == t.steps:
-      result.update(_report(done, values, window, d.batch_size * d.seq_len, flops_token,
-                            peak, t.steps, run_start, start, writer))
+      result.update(_report(task, done, values, window, peak, t.steps, run_start, start,
+                            writer))
       window.update(start=time.perf_counter(), steps=0)
 
   def drain():  # check every queued step: nothing is evaluated or saved unchecked
@@ -166,11 +161,12 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
         if evaluate_now or save_now or stopping:
           drain()
         if evaluate_now:
-          eval_loss = evaluate(s, state.params, eval_batches)
-          writer.write(done, {'eval_loss': eval_loss, 'eval_perplexity': math.exp(eval_loss)})
-          log(f'eval  step {done:>6} | loss {eval_loss:.4f}'
-              f' | perplexity {math.exp(eval_loss):.2f}')
-          result['eval_loss'] = eval_loss
+          m = evaluate(s, task, state.params, eval_batches)
+          writer.write(done, m)
+          log(f'eval  step {done:>6} | {task.eval_line(m)}')
+          result['eval'] = {k.removeprefix('eval_'): v for k, v in m.items()}
+          if 'eval_loss' in m:
+            result['eval_loss'] = m['eval_loss']
         if save_now:
           ckpt.save(done, s.to_canonical(state), config_dict, force=True)
           log(f'checkpoint step {done} -> {ckpt.directory}')
@@ -194,39 +190,33 @@ def _loop(c, s, state, start, train_tokens, eval_batches, ckpt, writer,
       trace.stop()
   ckpt.wait()
   log(f'trained steps {start}..{t.steps} in {format_duration(time.perf_counter() - run_start)}')
-
-  if t.sample_tokens > 0 and t.sample_prompt:
-    prompt = tokenizer.encode(t.sample_prompt)
-    # The plain model (no pipeline) on canonical-order parameters.
-    ids = generate.sample(s.to_canonical(state.params), GPT(c.model), list(prompt),
-                          t.sample_tokens,
-                          temperature=t.sample_temperature, seed=t.seed)
-    text = t.sample_prompt + tokenizer.decode(ids)
-    log('sample:\n' + text)
-    if jax.process_index() == 0:
-      with open(os.path.join(os.path.dirname(ckpt.directory), 'sample.txt'), 'w') as f:
-        f.write(text + '\n')
-    result['sample'] = text
+  # The plain model (no pipeline) on canonical-order parameters.
+  task.finish(s.to_canonical(state.params), workdir, result)
   result['step'] = int(jax.device_get(state.step))
   return result
 
 
-def _report(step, values, window, tokens_per_step, flops_token, peak, total_steps,
-            run_start, start, writer) -> dict:
+def _report(task, step, values, window, peak, total_steps, run_start, start, writer) -> dict:
   elapsed = max(time.perf_counter() - window['start'], 1e-9)
-  tok_s = window['steps'] * tokens_per_step / elapsed
-  values = dict(values, tokens_per_sec=tok_s, mfu=flops_lib.mfu(tok_s, flops_token, peak),
-                **device_memory())
+  tok_s = window['steps'] * task.tokens_per_step / elapsed
+  values = dict(values, tokens_per_sec=tok_s,
+                examples_per_sec=window['steps'] * task.examples_per_step / elapsed,
+                mfu=flops_lib.mfu(tok_s, task.flops_per_token, peak), **device_memory())
   per_step = (time.perf_counter() - run_start) / max(step - start, 1)
   writer.write(step, values)
   skipped = int(values.get('nonfinite_steps', 0))
   memory = format_bytes(values['memory_in_use_bytes'])
   if 'peak_memory_bytes' in values:
     memory += f' (peak {format_bytes(values["peak_memory_bytes"])})'
-  log(f'train step {step:>6}/{total_steps} | loss {values["loss"]:.4f}'
+  log(f'train step {step:>6}/{total_steps} | loss {values["loss"]:.4f}{task.train_line(values)}'
       f' | lr {values["learning_rate"]:.2e} | grad norm {values["grad_norm"]:.2f}'
-      f' | param norm {values["param_norm"]:.1f} | {tok_s:,.0f} tok/s'
+      f' | param norm {values["param_norm"]:.1f}'
+      + (f' | {values["examples_per_sec"]:,.0f} examples/s' if task.examples_per_line
+         else f' | {tok_s:,.0f} tok/s') +
       f' | MFU {100 * values["mfu"]:.1f}% | mem {memory}'
       + (f' | {skipped} skipped' if skipped else '') +
       f' | ETA {format_duration(per_step * (total_steps - step))}')
-  return {'loss': values['loss'], 'tokens_per_sec': tok_s}
+  out = {'loss': values['loss'], 'tokens_per_sec': tok_s}
+  if 'accuracy' in values:
+    out['accuracy'] = values['accuracy']
+  return out

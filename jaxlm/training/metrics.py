@@ -13,6 +13,12 @@ import jax
 from jaxlm.config import ProfileConfig
 
 
+def _ends_with_newline(path: str) -> bool:
+  with open(path, 'rb') as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b'\n'
+
+
 class MetricWriter:
   """Writes one JSON object per call to metrics.jsonl and TensorBoard.
 
@@ -25,7 +31,10 @@ class MetricWriter:
     self._jsonl = None
     self._tb = None
     if self.enabled:
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      path = os.path.join(workdir, 'metrics.jsonl')
+      self._jsonl = open(path, 'a')
+      if self._jsonl.tell() and not _ends_with_newline(path):
+        self._jsonl.write('\n')  # a row cut short by a crash stays on a line of its own
       from tensorboardX import SummaryWriter  # no TensorFlow needed
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 

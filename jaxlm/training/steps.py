@@ -1,8 +1,10 @@
-"""Train state, loss, and the pure jitted steps with explicit shardings.
+"""Train state and the pure jitted steps of any task, with explicit shardings.
 
-`train_step(state, batch) -> (state, metrics)` is a pure function; `Steps`
-holds it jitted with the state's shardings, the batch sharded over `data`,
-and the state donated.
+A task hands over an `Objective`: its model, example inputs, loss and eval
+outputs. `train_step(state, batch) -> (state, metrics)` is a pure function of
+them; `Steps` holds it jitted with the state's shardings, the batch sharded
+over `data`, and the state donated. The same step serves every task, so
+accumulation, the NaN/Inf guard and ZeRO work for all of them.
 """
 
 from __future__ import annotations
@@ -21,10 +23,21 @@ from jax.sharding import Mesh
 from jaxlm.parallel import pipeline
 from jaxlm.parallel import sharding
 from jaxlm.config import Config, NonFinite
-from jaxlm.model.gpt import GPT
 from jaxlm.training.optim import make_optimizer, schedule
 
-Batch = dict[str, jax.Array]  # inputs, targets: int32[B, L]
+Batch = dict[str, jax.Array]  # a task's arrays, each with a leading batch axis
+# (model, params, batch, rng, train) -> (loss, {metric: scalar}); rng is None when not training
+LossFn = Callable[..., tuple[jax.Array, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What a task's steps compute."""
+  model: nn.Module
+  example: tuple  # inputs for model.init (batch of 1)
+  loss: LossFn
+  # (model, params, batch) -> a pytree of arrays the host reduces (jaxlm/tasks/*.py)
+  evaluate: Callable[..., Any]
 
 
 class TrainState(struct.PyTreeNode):
@@ -36,29 +49,6 @@ class TrainState(struct.PyTreeNode):
   nonfinite: jax.Array | None = None
 
 
-def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
-  """Mean next-token cross-entropy, accumulated in float32.
-
-  Written as logsumexp minus the target's logit so that XLA fuses the upcast
-  into the reductions: float32 logits are never stored (with bf16 logits over
-  GPT-2's 50k vocabulary that is 6.6 GB of memory traffic per pass saved at
-  32k tokens a step), and the backward writes bf16 softmax - onehot directly.
-  """
-  max_BL = jax.lax.stop_gradient(jnp.max(logits_BLV, axis=-1)).astype(jnp.float32)
-  shifted_BLV = logits_BLV.astype(jnp.float32) - max_BL[..., None]
-  lse_BL = jnp.log(jnp.sum(jnp.exp(shifted_BLV), axis=-1)) + max_BL
-  target_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
-  return jnp.mean(lse_BL - target_BL.astype(jnp.float32))
-
-
-def loss_fn(params, batch: Batch, rng, *, model: GPT, train: bool):
-  deterministic = not train or model.cfg.dropout == 0.0
-  rngs = {} if deterministic else {'dropout': rng}
-  logits = model.apply({'params': params}, batch['inputs'],
-                       deterministic=deterministic, rngs=rngs)
-  return cross_entropy(logits, batch['targets'])
-
-
 def _split_micro(batch: Batch, accum: int) -> Batch:
   # Microbatch a takes rows a, a+A, a+2A, ...: each device keeps its own rows,
   # so splitting moves no data between devices.
@@ -68,26 +58,34 @@ def _split_micro(batch: Batch, accum: int) -> Batch:
   return jax.tree.map(split, batch)
 
 
-def loss_and_grads(params, batch: Batch, rng, *, model: GPT, accum: int):
-  """Mean loss and gradients over the batch, in `accum` sequential microbatches."""
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model, train=True))
+def loss_and_grads(params, batch: Batch, rng, *, objective: Objective, accum: int):
+  """Mean loss, task metrics and gradients over the batch, in `accum` sequential microbatches."""
+  def loss(p, b, r):
+    return objective.loss(objective.model, p, b, r, True)
+
+  grad_fn = jax.value_and_grad(loss, has_aux=True)
   if accum == 1:
-    return grad_fn(params, batch, rng)
+    (loss_value, metrics), grads = grad_fn(params, batch, rng)
+    return loss_value, metrics, grads
 
   def body(carry, xs):
-    loss_sum, grad_sum = carry
+    loss_sum, metric_sum, grad_sum = carry
     micro, i = xs
-    loss, grads = grad_fn(params, micro, jax.random.fold_in(rng, i))
-    return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+    (loss_value, metrics), grads = grad_fn(params, micro, jax.random.fold_in(rng, i))
+    return (loss_sum + loss_value, jax.tree.map(jnp.add, metric_sum, metrics),
+            jax.tree.map(jnp.add, grad_sum, grads)), None
 
-  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-  (loss, grads), _ = jax.lax.scan(
-      body, (jnp.zeros((), jnp.float32), zeros),
+  micro0 = jax.tree.map(lambda x: x[0], _split_micro(batch, accum))
+  metric_shapes = jax.eval_shape(lambda: grad_fn(params, micro0, rng)[0][1])
+  zeros = lambda tree: jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), tree)
+  (loss_value, metrics, grads), _ = jax.lax.scan(
+      body, (jnp.zeros((), jnp.float32), zeros(metric_shapes), zeros(params)),
       (_split_micro(batch, accum), jnp.arange(accum)))
-  return loss / accum, jax.tree.map(lambda g: g / accum, grads)
+  mean = lambda tree: jax.tree.map(lambda x: x / accum, tree)
+  return loss_value / accum, mean(metrics), mean(grads)
 
 
-def train_step(state: TrainState, batch: Batch, *, model: GPT,
+def train_step(state: TrainState, batch: Batch, *, objective: Objective,
                tx: optax.GradientTransformation, lr_schedule, accum: int,
                grad_shardings=None, on_nonfinite: NonFinite = NonFinite.SKIP):
   """One optimizer step: (state, batch) -> (state, metrics).
@@ -98,7 +96,8 @@ def train_step(state: TrainState, batch: Batch, *, model: GPT,
   then on, so the host can stop and save the last good state.
   """
   rng = jax.random.fold_in(state.rng, state.step)
-  loss, grads = loss_and_grads(state.params, batch, rng, model=model, accum=accum)
+  loss, task_metrics, grads = loss_and_grads(state.params, batch, rng, objective=objective,
+                                             accum=accum)
   if grad_shardings is not None:  # ZeRO-2: reduce-scatter instead of all-reduce
     grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
   grad_norm = optax.tree.norm(grads)
@@ -119,23 +118,32 @@ def train_step(state: TrainState, batch: Batch, *, model: GPT,
       'param_norm': optax.tree.norm(params),  # of the returned params, on device
       'learning_rate': lr_schedule(state.step),
       'nonfinite_steps': nonfinite,
+      **task_metrics,
   }
   new_state = state.replace(step=step, params=params,
                             opt_state=keep(opt_state, state.opt_state), nonfinite=nonfinite)
   return new_state, metrics
 
 
-def eval_step(params, batch: Batch, *, model: GPT) -> jax.Array:
-  return loss_fn(params, batch, None, model=model, train=False)
+def eval_step(params, batch: Batch, *, objective: Objective):
+  """The task's eval outputs for one batch (no dropout)."""
+  return objective.evaluate(objective.model, params, batch)
 
 
-def init_state(seed: int, *, model: GPT, tx, seq_len: int,
+def init_state(seed: int, start_params=None, *, objective: Objective, tx,
                to_stage_order: Callable = lambda tree: tree) -> TrainState:
-  """The same initial parameters for every layout (in its layer order)."""
+  """The same initial parameters for every layout (in its layer order).
+
+  start_params (e.g. a pretrained body) replace the top-level entries of the
+  random parameters they name.
+  """
   rng = jax.random.PRNGKey(seed)
   init_rng, train_rng = jax.random.split(rng)
-  tokens = jnp.zeros((1, seq_len), jnp.int32)
-  params = to_stage_order(nn.meta.unbox(model.init({'params': init_rng}, tokens)['params']))
+  example = [jnp.zeros(x.shape, x.dtype) for x in objective.example]
+  params = nn.meta.unbox(objective.model.init({'params': init_rng}, *example)['params'])
+  if start_params is not None:
+    params = {**params, **start_params}
+  params = to_stage_order(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), rng=train_rng,
                     nonfinite=jnp.zeros((), jnp.int32))
@@ -144,14 +152,15 @@ def init_state(seed: int, *, model: GPT, tx, seq_len: int,
 @dataclasses.dataclass(frozen=True)
 class Steps:
   """The model, optimizer and jitted steps for one config on one mesh."""
-  model: GPT
+  model: nn.Module
+  objective: Objective
   tx: optax.GradientTransformation
   mesh: Mesh
   state_shardings: TrainState
   abstract_state: TrainState  # ShapeDtypeStructs carrying the shardings
-  init: Callable[[], TrainState]
+  init: Callable[..., TrainState]  # init() random; init(start_params) with those replaced
   train: Callable[[TrainState, Batch], tuple[TrainState, dict]]
-  eval: Callable[[Any, Batch], jax.Array]
+  eval: Callable[[Any, Batch], Any]
   # The circular pipeline keeps layers in stage order (jaxlm/parallel/pipeline.py);
   # checkpoints and sampling use the canonical order. Identities otherwise.
   to_canonical: Callable[[Any], Any]
@@ -159,16 +168,21 @@ class Steps:
   pipeline: pipeline.Spec | None
 
 
-def abstract_params(model: GPT, seq_len: int):
-  """Parameter shapes, still boxed with their logical axis names."""
-  tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
-  return jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)['params']
+def abstract_params(model: nn.Module, example):
+  """Parameter shapes, still boxed with their logical axis names.
+
+  example: the model's init inputs, or for a GPT the sequence length.
+  """
+  if isinstance(example, int):
+    example = (jax.ShapeDtypeStruct((1, example), jnp.int32),)
+  example = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in example]
+  return jax.eval_shape(lambda *xs: model.init(jax.random.PRNGKey(0), *xs), *example)['params']
 
 
-def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int, zero_stage: int
+def state_shardings(model: nn.Module, tx, mesh: Mesh, example, zero_stage: int
                     ) -> tuple[TrainState, Any]:
   """Shardings for every leaf of the TrainState, and for the gradients."""
-  boxed = abstract_params(model, seq_len)
+  boxed = abstract_params(model, example)
   by_kind = {kind: sharding.mesh_shardings(boxed, mesh, sharding.rules_for(kind, zero_stage))
              for kind in ('params', 'grads', 'opt_state')}
   abstract_opt = jax.eval_shape(tx.init, sharding.unbox_shapes(boxed))
@@ -180,15 +194,19 @@ def state_shardings(model: GPT, tx, mesh: Mesh, seq_len: int, zero_stage: int
   return state, by_kind['grads']
 
 
-def build(c: Config, mesh: Mesh) -> Steps:
-  """Builds the model and jits init/train/eval with explicit shardings."""
+def build(c: Config, mesh: Mesh, objective: Objective | None = None) -> Steps:
+  """Jits init/train/eval of a task's objective with explicit shardings.
+
+  Without an objective: the config's own task (jaxlm/tasks/__init__.py).
+  """
   sharding.check_layout(c, mesh)
   stages = mesh.shape['pipeline']
-  model = GPT(c.model, stack=pipeline.stack_for(c.parallel, stages))
+  if objective is None:
+    from jaxlm import tasks  # noqa: PLC0415  (the tasks build on this module)
+    objective = tasks.objective(c, pipeline.stack_for(c.parallel, stages))
   spec = pipeline.spec_for(c.parallel, stages) if stages > 1 else None
   tx = make_optimizer(c.train)
-  seq_len = c.data.seq_len
-  shardings, grad_shardings = state_shardings(model, tx, mesh, seq_len,
+  shardings, grad_shardings = state_shardings(objective.model, tx, mesh, objective.example,
                                               c.parallel.zero_stage)
   rep, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
@@ -200,20 +218,27 @@ def build(c: Config, mesh: Mesh) -> Steps:
     to_canonical = jax.jit(functools.partial(pipeline.to_canonical, num_layers=n, spec=spec))
     from_canonical = jax.jit(to_stage_order, out_shardings=shardings)
 
-  init = jax.jit(functools.partial(init_state, c.train.seed, model=model, tx=tx,
-                                   seq_len=seq_len, to_stage_order=to_stage_order),
-                 out_shardings=shardings)
-  abstract = jax.eval_shape(init)
+  init_fn = functools.partial(init_state, c.train.seed, objective=objective, tx=tx,
+                              to_stage_order=to_stage_order)
+  scratch = jax.jit(lambda: init_fn(None), out_shardings=shardings)
+
+  def init(start_params=None):
+    if start_params is None:
+      return scratch()
+    start_sh = {k: shardings.params[k] for k in start_params}
+    return jax.jit(init_fn, in_shardings=(start_sh,), out_shardings=shardings)(start_params)
+
+  abstract = jax.eval_shape(scratch)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
   train = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, lr_schedule=schedule(c.train),
+      functools.partial(train_step, objective=objective, tx=tx, lr_schedule=schedule(c.train),
                         accum=c.train.grad_accum_steps,
                         grad_shardings=grad_shardings if c.parallel.zero_stage >= 2 else None,
                         on_nonfinite=c.train.on_nonfinite),
       in_shardings=(shardings, batch_sh), out_shardings=(shardings, rep),
       donate_argnums=0)
-  evaluate = jax.jit(functools.partial(eval_step, model=model),
+  evaluate = jax.jit(functools.partial(eval_step, objective=objective),
                      in_shardings=(shardings.params, batch_sh), out_shardings=rep)
-  return Steps(model, tx, mesh, shardings, abstract, init, train, evaluate,
-               to_canonical, from_canonical, spec)
+  return Steps(objective.model, objective, tx, mesh, shardings, abstract, init, train,
+               evaluate, to_canonical, from_canonical, spec)

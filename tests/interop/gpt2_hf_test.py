@@ -119,7 +119,7 @@ def test_jaxlm_main_can_resume_the_import(run):
 def test_export_round_trips_exactly(hf, run, tmp_path):
   out = str(tmp_path / 'exported')
   result = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.interop.gpt2_hf', 'export', f'--workdir={run}', f'--out_dir={out}'],
+      [sys.executable, '-m', 'jaxlm.hf', 'export', f'--workdir={run}', f'--out_dir={out}'],
       capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith('exported ')
@@ -203,7 +203,7 @@ def test_never_overwrites(hf, run, tmp_path):
 
 def test_cli_prints_one_line_error(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.interop.gpt2_hf', 'import', f'--hf_dir={tmp_path}/nowhere',
+      [sys.executable, '-m', 'jaxlm.hf', 'import', f'--hf_dir={tmp_path}/nowhere',
        f'--workdir={tmp_path}/run'], capture_output=True, text=True, check=False)
   assert result.returncode == 1
   assert result.stderr.startswith('error: --hf_dir=')

@@ -32,8 +32,8 @@ def _run(cfg, devices, batches):
     batch_sh = sharding.batch_sharding(mesh)
     put = lambda b: jax.device_put(b, batch_sh)
     grad_fn = jax.jit(functools.partial(
-        steps_lib.loss_and_grads, model=s.model, accum=cfg.train.grad_accum_steps))
-    _, grads = grad_fn(state.params, put(batches[0]), state.rng)
+        steps_lib.loss_and_grads, objective=s.objective, accum=cfg.train.grad_accum_steps))
+    _, _, grads = grad_fn(state.params, put(batches[0]), state.rng)
     grads = jax.device_get(s.to_canonical(grads))
     losses = []
     for b in batches:

@@ -16,7 +16,7 @@ from jaxlm.tasks import classify
 from jaxlm.data import classify as classify_data
 from jaxlm.parallel import sharding
 from jaxlm.data import tokenizers
-from jaxlm.tasks import classify_config as cc
+from jaxlm import config as cc
 from jaxlm.tasks import classify_metrics as cm_lib
 from jaxlm import config as config_lib
 from jaxlm.training import steps as steps_lib
@@ -289,7 +289,7 @@ def test_logits_of_right_padded_rows_equal_the_unpadded_rows(pooling):
 
 def test_params_are_gpt_plus_head():
   model = classify.Classifier(_tiny_model(tie_embeddings=False), 4, cc.Pooling.MEAN)
-  params = classify.abstract_params(model, 12)
+  params = steps_lib.abstract_params(model, classify.example_inputs(12))
   assert set(params) == {'gpt', 'head'}
   assert set(params['head']) == {'kernel', 'bias'}
   assert 'lm_head' not in params['gpt']  # hidden states only: the LM head is never built
@@ -306,9 +306,9 @@ def test_params_are_gpt_plus_head():
 ])
 def test_experiment_configs_build(path, variant, overrides):
   c = config_lib.resolve_vocab(_config(path, variant, **overrides), 256)  # byte tokens
-  model = classify.Classifier(c.model, c.num_classes, c.classifier.pooling)
-  shapes = classify.abstract_params(model, c.data.max_length)
-  assert shapes['head']['kernel'].value.shape == (c.model.d_model, c.num_classes)
+  model = classify.Classifier(c.model, len(c.data.class_names), c.classifier.pooling)
+  shapes = steps_lib.abstract_params(model, classify.example_inputs(c.data.max_length))
+  assert shapes['head']['kernel'].value.shape == (c.model.d_model, len(c.data.class_names))
   assert json.loads(json.dumps(cc.to_dict(c)))['data']['class_names'] == list(c.data.class_names)
 
 
@@ -361,18 +361,18 @@ def _pretrain_run_folder(workdir, **overrides):
 
 def test_pretrained_params_drop_in(tmp_path):
   pre, saved = _pretrain_run_folder(tmp_path, model__tie_embeddings=False)
-  run = finetune.open_pretrained(str(tmp_path))
+  run = classify.open_pretrained(str(tmp_path))
   assert run.step == 7 and run.tokenizer.kind is TokenizerKind.BYTE
-  c = finetune.with_pretrained_model(
+  c = classify.with_pretrained_model(
       _config(classifier__init_from=str(tmp_path), data__max_length=16,
               model__dropout=0.2, data__batch_size=16), run)
   assert c.model.d_model == pre.model.d_model == 32 and c.model.max_len == 16
   assert c.model.vocab_size == 256 and c.model.dropout == 0.2
   mesh = sharding.make_mesh(c.parallel)
   with sharding.activate(mesh):
-    s = classify.build(c, mesh)
-    gpt = finetune.restore_gpt_params(run, s.abstract_state.params['gpt'])
-    state = s.init(gpt)
+    s = steps_lib.build(c, mesh)
+    gpt = classify.restore_gpt_params(run, s.abstract_state.params['gpt'])
+    state = s.init({'gpt': gpt})
     scratch = s.init()
   params = jax.device_get(state.params)
   assert 'lm_head' in saved and 'lm_head' not in params['gpt']
@@ -391,19 +391,19 @@ def test_pretrained_params_drop_in(tmp_path):
 
 def test_pretrained_run_folder_errors(tmp_path):
   with pytest.raises(ConfigError, match=r'classifier\.init_from=/no/run: no such folder'):
-    finetune.open_pretrained('/no/run')
+    classify.open_pretrained('/no/run')
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ConfigError, match=r'holds no config\.json; pass the folder of a jaxlm'):
-    finetune.open_pretrained(str(tmp_path / 'empty'))
+    classify.open_pretrained(str(tmp_path / 'empty'))
   (tmp_path / 'run').mkdir()
   _pretrain_run_folder(tmp_path / 'run')
-  run = finetune.open_pretrained(str(tmp_path / 'run'))
+  run = classify.open_pretrained(str(tmp_path / 'run'))
   with pytest.raises(ConfigError, match=r'data\.tokenizer=char but classifier\.init_from=.* was'
                                         r' trained with byte; set data\.tokenizer=byte'):
-    finetune.with_pretrained_model(_config(data__tokenizer='char'), run)
+    classify.with_pretrained_model(_config(data__tokenizer='char'), run)
   with pytest.raises(ConfigError, match=r'data\.max_length=64 exceeds model\.max_len=16 of'
                                         r' classifier\.init_from=.*; lower data\.max_length'):
-    finetune.with_pretrained_model(_config(), run)
+    classify.with_pretrained_model(_config(), run)
 
 
 @pytest.mark.slow
