@@ -113,7 +113,7 @@ def evaluate_run(workdir: str, split: str | None = None, *, quantize_to: str = '
   if split not in (d.train_split, d.eval_split) and d.source is DataSource.FILES:
     raise ConfigError(f'--split={split} is neither data.train_split={d.train_split} nor'
                       f' data.eval_split={d.eval_split}; pick one of them')
-  tokens = data_lib.tokenize_split(d, run.tokenizer, split, workdir)
+  tokens = data_lib.tokenize_split(d, run.tokenizer, split)
   with sharding.activate(run.mesh):
     nll, n = total_nll(run.params, run.model, tokens, d.seq_len, batch_size or d.batch_size)
   out = metrics(nll, n, run.tokenizer, tokens)

@@ -1,8 +1,9 @@
 """Token streams and batches.
 
-A split becomes one flat token stream, cached as `tokens_{split}.npy` in the
-run folder: each document's tokens followed by the tokenizer's EOS id, or,
-for tokenizers without one (char, byte), documents joined by '\\n'.
+A split becomes one flat token stream, built anew at each start (no cache a
+changed input could go stale against): each document's tokens followed by the
+tokenizer's EOS id, or, for tokenizers without one (char, byte), documents
+joined by '\\n'.
 
 Training batches are a pure function of (seed, step): each epoch visits every
 non-overlapping window of the stream once, in a seeded random order and from
@@ -14,8 +15,6 @@ over the split, so a few of them sample all of it.
 from __future__ import annotations
 
 import functools
-import os
-import re
 from typing import Iterable
 
 import numpy as np
@@ -26,24 +25,9 @@ from jaxlm.data.sources import documents  # noqa: F401  (re-exported: data.docum
 _DOCS_PER_CHUNK = 4096  # documents tokenized together (SentencePiece threads)
 
 
-def cache_path(cache_dir: str, split: str) -> str:
-  """Where tokenize_split keeps a split's tokens ('train[:5%]' -> tokens_train__5__.npy)."""
-  return os.path.join(cache_dir, f'tokens_{re.sub(r"[^A-Za-z0-9_.-]", "_", split)}.npy')
-
-
-def tokenize_split(cfg: DataConfig, tokenizer, split: str, cache_dir: str) -> np.ndarray:
-  """The split as one token stream, cached in cache_dir and memory-mapped on reuse."""
-  path = cache_path(cache_dir, split)
-  if os.path.exists(path):
-    tokens = np.load(path, mmap_mode='r')
-  else:
-    tokens = _tokenize(tokenizer, documents(cfg, split))
-    import jax  # only for the process index
-    if jax.process_index() == 0:
-      os.makedirs(cache_dir, exist_ok=True)
-      tmp = f'{path}.tmp{os.getpid()}.npy'
-      np.save(tmp, tokens)
-      os.replace(tmp, path)  # the cache file is complete or absent
+def tokenize_split(cfg: DataConfig, tokenizer, split: str) -> np.ndarray:
+  """The split as one token stream; checks it holds at least one window."""
+  tokens = _tokenize(tokenizer, documents(cfg, split))
   # Training needs room for one window plus the epoch offset; eval one window.
   needed = cfg.seq_len + 1 + (cfg.seq_len if split == cfg.train_split else 0)
   if len(tokens) < needed:

@@ -172,6 +172,15 @@ def load_tokenizer(workdir: str) -> Tokenizer:
     return SentencePieceTokenizer(f.read())
 
 
+def new_tokenizer(cfg: DataConfig, train_documents: Callable[[], Iterable[str]]) -> Tokenizer:
+  """A tokenizer of cfg.tokenizer's kind built from the training documents (nothing saved)."""
+  if cfg.tokenizer is TokenizerKind.BYTE:
+    return ByteTokenizer()
+  if cfg.tokenizer is TokenizerKind.CHAR:
+    return CharTokenizer.train(train_documents())
+  return SentencePieceTokenizer.train(train_documents(), cfg.vocab_size)
+
+
 def build_tokenizer(cfg: DataConfig, workdir: str,
                     train_documents: Callable[[], Iterable[str]]) -> Tokenizer:
   """The run folder's tokenizer, or a new one built from the training documents."""
@@ -186,12 +195,7 @@ def build_tokenizer(cfg: DataConfig, workdir: str,
           f'data.vocab_size={cfg.vocab_size} but the tokenizer in {workdir} has'
           f' {tokenizer.vocab_size}; use that size or a new --workdir')
     return tokenizer
-  if cfg.tokenizer is TokenizerKind.BYTE:
-    tokenizer = ByteTokenizer()
-  elif cfg.tokenizer is TokenizerKind.CHAR:
-    tokenizer = CharTokenizer.train(train_documents())
-  else:
-    tokenizer = SentencePieceTokenizer.train(train_documents(), cfg.vocab_size)
+  tokenizer = new_tokenizer(cfg, train_documents)
   import jax  # only for the process index
   if jax.process_index() == 0:
     tokenizer.save(workdir)

@@ -22,9 +22,18 @@ class Task:
   config: Config  # resolved by prepare (vocabulary size, a pretrained architecture)
   tokenizer: Any = None
 
-  def prepare(self, workdir: str) -> Config:
-    """Reads the data, makes the run folder, saves the tokenizer there; the resolved config."""
+  def prepare(self, workdir: str, resuming: bool) -> Config:
+    """Reads the data and builds the tokenizer, writing nothing; the resolved config.
+
+    Resuming, the tokenizer is the run folder's (the checkpoint's vocabulary);
+    otherwise it is built from the current data, never taken from an earlier run.
+    """
     raise NotImplementedError
+
+  def save(self, workdir: str) -> None:
+    """Writes what the run folder keeps of the task (its tokenizer); process 0 only."""
+    if self.tokenizer is not None:
+      self.tokenizer.save(workdir)
 
   def objective(self, stack=None) -> Objective:
     """The model (its layer stack injected for pipelines), loss and eval outputs."""

@@ -217,21 +217,20 @@ class Classification(Task):
     self.config = c
     self._pretrained = None
 
-  def prepare(self, workdir: str) -> Config:
+  def prepare(self, workdir: str, resuming: bool) -> Config:
     c = self.config
     if c.classifier.init_from:
       self._pretrained = open_pretrained(c.classifier.init_from)
       c = with_pretrained_model(c, self._pretrained)
     train_ex, eval_ex = classify_data.load(c.data, c.train.seed)
-    os.makedirs(workdir, exist_ok=True)
     log(f'{len(train_ex.texts)} training and {len(eval_ex.texts)} held-out examples,'
         f' {len(c.data.class_names)} classes')
     if self._pretrained is not None:
       self.tokenizer = self._pretrained.tokenizer
-      if jax.process_index() == 0:
-        self.tokenizer.save(workdir)
-    else:
+    elif resuming:
       self.tokenizer = tokenizers.build_tokenizer(c.data, workdir, lambda: train_ex.texts)
+    else:
+      self.tokenizer = tokenizers.new_tokenizer(c.data, lambda: train_ex.texts)
     c = self.config = config_lib.resolve_vocab(c, self.tokenizer.vocab_size)
     d = c.data
     self._train = classify_data.encode(self.tokenizer, train_ex, d.max_length, d.truncation)

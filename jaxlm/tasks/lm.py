@@ -64,14 +64,16 @@ class LanguageModelling(Task):
   def __init__(self, c: Config):
     self.config = c
 
-  def prepare(self, workdir: str) -> Config:
+  def prepare(self, workdir: str, resuming: bool) -> Config:
     c, d = self.config, self.config.data
-    os.makedirs(workdir, exist_ok=True)
-    self.tokenizer = tokenizers.build_tokenizer(
-        d, workdir, lambda: data_lib.documents(d, d.train_split))
+    docs = lambda: data_lib.documents(d, d.train_split)  # noqa: E731
+    self.tokenizer = (tokenizers.build_tokenizer(d, workdir, docs) if resuming
+                      else tokenizers.new_tokenizer(d, docs))
     c = self.config = config_lib.resolve_vocab(c, self.tokenizer.vocab_size)
-    self._train_tokens = data_lib.tokenize_split(d, self.tokenizer, d.train_split, workdir)
-    self._eval_tokens = data_lib.tokenize_split(d, self.tokenizer, d.eval_split, workdir)
+    # Tokenized anew each start: nothing derived from the data outlives the run
+    # that read it (a fixed input must never meet a stale cache).
+    self._train_tokens = data_lib.tokenize_split(d, self.tokenizer, d.train_split)
+    self._eval_tokens = data_lib.tokenize_split(d, self.tokenizer, d.eval_split)
     self.tokens_per_step = d.batch_size * d.seq_len
     self.examples_per_step = d.batch_size
     self.flops_per_token = flops_lib.flops_per_token(c.model, d.seq_len)

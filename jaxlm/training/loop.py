@@ -18,7 +18,7 @@ import time
 import jax
 
 from jaxlm import plan, tasks
-from jaxlm.config import Config, to_dict
+from jaxlm.config import Config, ConfigError, to_dict
 from jaxlm.parallel import pipeline
 from jaxlm.parallel import sharding
 from jaxlm.training import flops as flops_lib
@@ -51,30 +51,61 @@ def evaluate(s: steps_lib.Steps, task: tasks.Task, params, batches) -> dict:
   return task.eval_metrics(jax.device_get(outputs))
 
 
+def _has_checkpoints(workdir: str) -> bool:
+  path = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
+
+
+def _check_workdir(workdir: str) -> None:
+  """A run folder that cannot be one: one line, before any work."""
+  probe = workdir
+  while probe and not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir} is a file, not a folder; pass a new or'
+                      ' existing run folder')
+  if probe and not os.path.isdir(probe):
+    raise ConfigError(f'--workdir={workdir} lies under {probe}, which is a file;'
+                      ' pass a path under a folder')
+  if probe and not os.access(probe, os.W_OK | os.X_OK):
+    raise ConfigError(f'--workdir={workdir}: {probe} is not writable; pass a run folder'
+                      ' where you can write')
+
+
 def run(c: Config, workdir: str | None = None) -> dict:
-  """Trains (or resumes) any task; returns the last logged and eval metrics."""
+  """Trains (or resumes) any task; returns the last logged and eval metrics.
+
+  The run folder is made only once the config is valid and the data read:
+  a failed start leaves nothing behind.
+  """
   workdir = workdir or new_workdir()
+  _check_workdir(workdir)
   task = tasks.make(c)
   mesh = sharding.make_mesh(c.parallel)
   sharding.check_layout(c, mesh)
-  resuming = os.path.isdir(os.path.join(workdir, 'checkpoints'))
-  c = task.prepare(workdir)
-  log(f'run folder: {workdir} ({"resuming" if resuming else "new"})')
+  resuming = _has_checkpoints(workdir)
+  c = task.prepare(workdir, resuming)
   sharding.check_layout(c, mesh)  # the resolved vocabulary, a pretrained architecture
   config_dict = to_dict(c)
-  ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
-  ckpt.check_compatible(config_dict)
-  latest = ckpt.latest_step()
-  if latest is not None:
+  ckpt = None
+  if resuming:
+    ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
+    ckpt.check_compatible(config_dict)
+    latest = ckpt.latest_step()
     try:
       saved = ckpt.saved_config(latest)
     except Exception:  # noqa: BLE001  unreadable: restore_latest deals with it
       saved = None
     if saved is not None:
       task.check_resumable(saved, latest, ckpt.directory)
+  os.makedirs(workdir, exist_ok=True)
+  log(f'run folder: {workdir} ({"resuming" if resuming else "new"})')
   if jax.process_index() == 0:
+    task.save(workdir)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(config_dict, f, indent=2)
+  if ckpt is None:
+    ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
 
   pidx, pcount = jax.process_index(), jax.process_count()
   eval_batches = task.eval_batches(pidx, pcount)
@@ -88,6 +119,11 @@ def run(c: Config, workdir: str | None = None) -> dict:
     else:  # checkpoints keep layers in canonical order, whatever the pipeline
       state = s.from_canonical(state)
     start = start or 0
+    if start >= c.train.steps:  # resumed at or past the end: one line, exit 0
+      log(f'{workdir} holds checkpoint {start}, at or past train.steps={c.train.steps}:'
+          ' nothing to train; raise train.steps to train on')
+      ckpt.close()
+      return {'step': start}
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f'{task.describe(n_params)}; mesh {dict(mesh.shape)} on {jax.device_count()}'
         f' {jax.devices()[0].platform} devices; peak {peak / 1e12:.2f} TFLOP/s ({peak_source})')

@@ -104,25 +104,23 @@ def test_files_holdout_of_a_tiny_corpus_is_empty(tmp_path):
 # --- Token streams -------------------------------------------------------------
 
 
-def test_tiny_shakespeare_stream_is_cached_and_reused(tmp_path, monkeypatch):
+def test_tiny_shakespeare_stream_is_built_anew_and_never_cached(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
   cfg = data_config()
   tok = tokenizers.CharTokenizer.train([tiny_shakespeare_text()])
-  tokens = data.tokenize_split(cfg, tok, 'train', str(tmp_path))
+  tokens = data.tokenize_split(cfg, tok, 'train')
   assert tokens.dtype == np.uint16 and len(tokens) == 1_003_854
-  assert os.path.exists(tmp_path / 'tokens_train.npy')
-  monkeypatch.setattr(data, 'documents', lambda *a: pytest.fail('re-tokenized'))
-  again = data.tokenize_split(cfg, tok, 'train', str(tmp_path))
-  assert isinstance(again, np.memmap)
-  np.testing.assert_array_equal(again, tokens)
+  assert os.listdir(tmp_path) == []  # nothing written that a later run could reuse
+  np.testing.assert_array_equal(data.tokenize_split(cfg, tok, 'train'), tokens)
 
 
 def test_documents_are_joined_by_newline_or_followed_by_eos(tmp_path):
   (tmp_path / 'a.txt').write_text('ab')
   (tmp_path / 'b.txt').write_text('c')
   cfg = files_config(str(tmp_path / '*.txt'), eval_files=str(tmp_path / '*.txt'), seq_len=1)
-  joined = data.tokenize_split(cfg, tokenizers.ByteTokenizer(), 'train', str(tmp_path / '1'))
+  joined = data.tokenize_split(cfg, tokenizers.ByteTokenizer(), 'train')
   np.testing.assert_array_equal(joined, [97, 98, 10, 99])
-  ended = data.tokenize_split(cfg, EosBytes(), 'train', str(tmp_path / '2'))
+  ended = data.tokenize_split(cfg, EosBytes(), 'train')
   np.testing.assert_array_equal(ended, [97, 98, 256, 99, 256])
 
 
@@ -130,17 +128,16 @@ def test_large_vocabularies_are_stored_as_uint32(tmp_path):
   (tmp_path / 'a.txt').write_text('hello world')
   cfg = files_config(str(tmp_path / '*.txt'), eval_files=str(tmp_path / '*.txt'), seq_len=4)
   big = type('Big', (EosBytes,), {'vocab_size': 70_000})()
-  assert data.tokenize_split(cfg, big, 'train', str(tmp_path)).dtype == np.uint32
+  assert data.tokenize_split(cfg, big, 'train').dtype == np.uint32
 
 
 def test_too_short_for_the_context(tmp_path):
   (tmp_path / 'a.txt').write_text('tiny text')
   cfg = files_config(str(tmp_path / '*.txt'), eval_files=str(tmp_path / '*.txt'), seq_len=8)
   with _raises(r"'train' split has 9 tokens, fewer than the 17 that data\.seq_len=8 needs"):
-    data.tokenize_split(cfg, tokenizers.ByteTokenizer(), 'train', str(tmp_path))
+    data.tokenize_split(cfg, tokenizers.ByteTokenizer(), 'train')
   # One eval window (seq_len + 1 tokens) is enough for the eval split.
-  assert len(data.tokenize_split(cfg, tokenizers.ByteTokenizer(), 'validation',
-                                 str(tmp_path))) == 9
+  assert len(data.tokenize_split(cfg, tokenizers.ByteTokenizer(), 'validation')) == 9
 
 
 # --- Batches -------------------------------------------------------------------

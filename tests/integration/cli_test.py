@@ -31,13 +31,16 @@ def run_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   tokenizer = CharTokenizer.train([TEXT])
   tokenizer.save(workdir)
-  c = config_lib.resolve_vocab(tiny_config(model__vocab_size=0, model__vocab_multiple=4),
-                               tokenizer.vocab_size)
+  # The eval split: 70 characters, 5 windows of 16, the last one short.
+  eval_file = os.path.join(workdir, 'eval.txt')
+  with open(eval_file, 'w') as f:
+    f.write((TEXT * 2)[:70])
+  c = config_lib.resolve_vocab(
+      tiny_config(model__vocab_size=0, model__vocab_multiple=4, data__source='files',
+                  data__train_files=eval_file, data__eval_files=eval_file),
+      tokenizer.vocab_size)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config_lib.to_dict(c), f)
-  # The eval split's token cache: 5 windows of 16, the last one short.
-  tokens = tokenizer.encode((TEXT * 2)[:70])
-  np.save(os.path.join(workdir, 'tokens_validation.npy'), tokens.astype(np.uint16))
   mesh = sharding.make_mesh(c.parallel)
   with sharding.activate(mesh):
     state = steps_lib.build(c, mesh).init()
@@ -56,7 +59,7 @@ def _cli(module, *args):
 
 def test_evaluate_equals_a_hand_computed_mean_over_every_window(run_dir):
   run = sample.load_run(run_dir)
-  tokens = np.load(os.path.join(run_dir, 'tokens_validation.npy')).astype(np.int32)
+  tokens = run.tokenizer.encode((TEXT * 2)[:70]).astype(np.int32)
   L = run.config.data.seq_len
   # By hand: window w holds tokens wL .. wL+L; each predicts the next, the
   # last window fewer. Every one of t_1..t_n once.
