@@ -1,7 +1,7 @@
 """What every command shares: the common flags, start-up and the one error path.
 
 Every verb is `python -m jaxlm.<verb> --flag=...` (or `jaxlm <verb> --flag=...`,
-see jaxlm/__main__.py) and runs through `run(body)`:
+see jaxlm/__main__.py) and runs through `run_command(body)`:
 
   * flags every command takes: multi-host (`--coordinator_address`,
     `--num_processes`, `--process_id`, `--distributed`), JAX's persistent
@@ -126,7 +126,7 @@ def _wants_traceback(argv: list[str]) -> bool:
       for a in argv)
 
 
-def run(body: Callable[[list[str]], None], *, positional: int = 0) -> None:
+def run_command(body: Callable[[list[str]], None], *, positional: int = 0) -> None:
   """Runs a command's body with the common flags and the one error path.
 
   body gets the positional arguments (at most `positional` of them).

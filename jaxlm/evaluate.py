@@ -143,7 +143,7 @@ def define_flags() -> None:
 
 def main():
   define_flags()
-  cli.run(_evaluate)
+  cli.run_command(_evaluate)
 
 
 if __name__ == '__main__':

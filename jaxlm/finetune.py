@@ -12,11 +12,5 @@ classifier.init_from the body starts from a jaxlm pretraining run folder.
 from jaxlm import main as train_verb
 
 
-def run(c, workdir=None) -> dict:
-  """Fine-tunes (or resumes); returns the last train metrics and the final eval summary."""
-  from jaxlm.training import loop  # noqa: PLC0415
-  return loop.run(c, workdir)
-
-
 if __name__ == '__main__':
   train_verb.main()

@@ -32,7 +32,7 @@ def _train(_):
 
 
 def main():
-  cli.run(_train)
+  cli.run_command(_train)
 
 
 if __name__ == '__main__':

@@ -234,7 +234,7 @@ def main() -> None:
   flags.DEFINE_integer('devices', 8, 'Simulated CPU devices to plan for.')
   flags.DEFINE_float('device_memory', 0.0, 'GiB per device, to suggest a layout.')
   flags.mark_flags_as_required(['config'])
-  cli.run(_plan)
+  cli.run_command(_plan)
 
 
 if __name__ == '__main__':

@@ -204,7 +204,7 @@ def define_flags() -> None:
 
 def main():
   define_flags()
-  cli.run(_sample)
+  cli.run_command(_sample)
 
 
 if __name__ == '__main__':

@@ -242,7 +242,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def train_batch(data: Encoded, step: int, *, batch_size: int, seed: int,
+def labelled_train_batch(data: Encoded, step: int, *, batch_size: int, seed: int,
                 process_index: int = 0, process_count: int = 1) -> dict:
   """This process's rows of global batch `step`: a pure function of (seed, step)."""
   n = len(data)
@@ -251,7 +251,7 @@ def train_batch(data: Encoded, step: int, *, batch_size: int, seed: int,
   return _rows(data, rows, np.ones(batch_size, np.float32), process_index, process_count)
 
 
-def eval_batches(data: Encoded, *, batch_size: int, process_index: int = 0,
+def labelled_eval_batches(data: Encoded, *, batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> list[dict]:
   """Every example once, in order; the last batch is filled with weight-0 rows."""
   n = len(data)

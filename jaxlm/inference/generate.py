@@ -213,7 +213,7 @@ def check_prompts(prompts: Sequence[Sequence[int]], max_len: int, vocab_size: in
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class PromptLayout:
   """The static shape of a generate call."""
   rows: int  # prompts x samples, padded to a multiple of the data axis
   prompt_len: int  # the longest prompt
@@ -223,12 +223,12 @@ class Plan:
 
 
 def plan(lengths: Sequence[int], num_tokens: int, max_len: int, num_samples: int,
-         multiple: int) -> Plan:
+         multiple: int) -> PromptLayout:
   """Shapes for prompts of these lengths; a row feeds its prompt and all but its last token."""
   needed = max(lengths) + num_tokens - 1
   shifted = needed > max_len
   rows = -(-len(lengths) * num_samples // multiple) * multiple
-  return Plan(rows=rows, prompt_len=max(lengths), cache_len=min(needed, max_len),
+  return PromptLayout(rows=rows, prompt_len=max(lengths), cache_len=min(needed, max_len),
               keep=max(max_len // 2, 1) if shifted else 0, shifted=shifted)
 
 

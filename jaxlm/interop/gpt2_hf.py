@@ -422,7 +422,7 @@ def main() -> None:
       raise ConfigError('name the command: python -m jaxlm.hf import|export [--flags]')
     print(run(args[0]))
 
-  cli.run(_main, positional=1)
+  cli.run_command(_main, positional=1)
 
 
 if __name__ == '__main__':

@@ -117,7 +117,7 @@ class Pipeline(nn.Module):
     use_rng = not self.deterministic and self.cfg.dropout > 0
     rng = self.make_rng('dropout') if use_rng else jax.random.PRNGKey(0)
     stage = functools.partial(_stage, self.cfg, not use_rng)
-    return run(stage, params, x_BLD, rng, self.spec)
+    return run_stages(stage, params, x_BLD, rng, self.spec)
 
 
 def _stage(cfg: ModelConfig, deterministic: bool, chunk, x_BLD, rng):
@@ -140,7 +140,7 @@ def _merge(x_MbLD):
   return x_MbLD.swapaxes(0, 1).reshape(M * b, *x_MbLD.shape[2:])
 
 
-def run(stage: Callable, params, x_BLD, rng, spec: Spec):
+def run_stages(stage: Callable, params, x_BLD, rng, spec: Spec):
   """Runs `stage(chunk_params, x, rng)` over all chunks for every microbatch."""
   param_specs = jax.tree.map(lambda _: P(AXIS), params)
   body = jax.shard_map(functools.partial(_schedule, stage, spec),

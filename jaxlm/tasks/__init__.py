@@ -20,4 +20,4 @@ def make(c: Config) -> Task:
 def objective(c: Config, stack=None) -> Objective:
   """The config's objective without reading data (its vocabulary must be resolved)."""
   from jaxlm.tasks import classify, lm  # noqa: PLC0415
-  return classify.objective(c) if c.task == 'classify' else lm.objective(c, stack)
+  return classify.classifier_objective(c) if c.task == 'classify' else lm.lm_objective(c, stack)

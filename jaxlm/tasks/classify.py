@@ -78,7 +78,7 @@ class Classifier(nn.Module):
     return Head(self.num_classes, name='head')(x_BD)
 
 
-def loss_fn(model: Classifier, params, batch: Batch, rng, train: bool):
+def classification_loss(model: Classifier, params, batch: Batch, rng, train: bool):
   """(weighted mean cross-entropy over classes, {'accuracy'})."""
   deterministic = not train or model.cfg.dropout == 0.0
   rngs = {} if deterministic else {'dropout': rng}
@@ -104,10 +104,10 @@ def example_inputs(max_length: int) -> tuple:
           jax.ShapeDtypeStruct((1,), jnp.int32))
 
 
-def objective(c: Config) -> Objective:
+def classifier_objective(c: Config) -> Objective:
   """The classifier and its loss; eval outputs are predicted classes."""
   model = Classifier(c.model, len(c.data.class_names), c.classifier.pooling)
-  return Objective(model, example_inputs(c.data.max_length), loss_fn, predict)
+  return Objective(model, example_inputs(c.data.max_length), classification_loss, predict)
 
 
 # --- A pretrained body -------------------------------------------------------
@@ -241,7 +241,7 @@ class Classification(Task):
     return c
 
   def objective(self, stack=None) -> Objective:
-    return objective(self.config)
+    return classifier_objective(self.config)
 
   def check_resumable(self, saved: dict, step: int, where: str) -> None:
     now = config_lib.to_dict(self.config)
@@ -265,12 +265,12 @@ class Classification(Task):
 
   def train_batch(self, step, process_index, process_count):
     c = self.config
-    return classify_data.train_batch(self._train, step, batch_size=c.data.batch_size,
+    return classify_data.labelled_train_batch(self._train, step, batch_size=c.data.batch_size,
                                      seed=c.train.seed, process_index=process_index,
                                      process_count=process_count)
 
   def eval_batches(self, process_index, process_count):
-    return classify_data.eval_batches(self._eval, batch_size=self.config.data.batch_size,
+    return classify_data.labelled_eval_batches(self._eval, batch_size=self.config.data.batch_size,
                                       process_index=process_index, process_count=process_count)
 
   def eval_metrics(self, outputs):

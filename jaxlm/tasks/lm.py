@@ -38,7 +38,7 @@ def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
   return jnp.mean(lse_BL - target_BL.astype(jnp.float32))
 
 
-def loss_fn(model: GPT, params, batch, rng, train: bool):
+def next_token_loss(model: GPT, params, batch, rng, train: bool):
   """(mean cross-entropy of batch['targets'] given batch['inputs'], no extra metrics)."""
   deterministic = not train or model.cfg.dropout == 0.0
   rngs = {} if deterministic else {'dropout': rng}
@@ -48,14 +48,14 @@ def loss_fn(model: GPT, params, batch, rng, train: bool):
 
 
 def eval_loss(model: GPT, params, batch) -> jax.Array:
-  return loss_fn(model, params, batch, None, False)[0]
+  return next_token_loss(model, params, batch, None, False)[0]
 
 
-def objective(c: Config, stack=None) -> Objective:
+def lm_objective(c: Config, stack=None) -> Objective:
   """The GPT and its next-token loss."""
   model = GPT(c.model) if stack is None else GPT(c.model, stack=stack)
   example = (jax.ShapeDtypeStruct((1, c.data.seq_len), jnp.int32),)
-  return Objective(model, example, loss_fn, eval_loss)
+  return Objective(model, example, next_token_loss, eval_loss)
 
 
 class LanguageModelling(Task):
@@ -80,7 +80,7 @@ class LanguageModelling(Task):
     return c
 
   def objective(self, stack=None) -> Objective:
-    return objective(self.config, stack)
+    return lm_objective(self.config, stack)
 
   def describe(self, n_params: int) -> str:
     return f'model: {n_params / 1e6:.2f}M parameters, vocab {self.config.model.vocab_size}'

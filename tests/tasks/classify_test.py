@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import finetune
+from jaxlm.training import loop
 from jaxlm.tasks import classify
 from jaxlm.data import classify as classify_data
 from jaxlm.parallel import sharding
@@ -223,14 +223,14 @@ def test_train_batches_are_pure_and_cover_each_epoch():
   n, b = 10, 5
   data = classify_data.Encoded(np.arange(n)[:, None].astype(np.int32),
                                np.ones(n, np.int32), np.arange(n).astype(np.int32))
-  rows = [classify_data.train_batch(data, s, batch_size=b, seed=7)['labels'] for s in range(4)]
+  rows = [classify_data.labelled_train_batch(data, s, batch_size=b, seed=7)['labels'] for s in range(4)]
   np.testing.assert_array_equal(np.sort(np.concatenate(rows[:2])), np.arange(n))
   np.testing.assert_array_equal(np.sort(np.concatenate(rows[2:])), np.arange(n))
-  again = classify_data.train_batch(data, 3, batch_size=b, seed=7)['labels']
+  again = classify_data.labelled_train_batch(data, 3, batch_size=b, seed=7)['labels']
   np.testing.assert_array_equal(again, rows[3])
-  halves = [classify_data.train_batch(data, 1, batch_size=b + 1, seed=7, process_index=i,
+  halves = [classify_data.labelled_train_batch(data, 1, batch_size=b + 1, seed=7, process_index=i,
                                       process_count=2)['labels'] for i in range(2)]
-  whole = classify_data.train_batch(data, 1, batch_size=b + 1, seed=7)['labels']
+  whole = classify_data.labelled_train_batch(data, 1, batch_size=b + 1, seed=7)['labels']
   np.testing.assert_array_equal(np.concatenate(halves), whole)
 
 
@@ -238,7 +238,7 @@ def test_eval_batches_visit_every_example_once_with_zero_weight_filler():
   n = 7
   data = classify_data.Encoded(np.zeros((n, 2), np.int32), np.ones(n, np.int32),
                                np.arange(n).astype(np.int32))
-  batches = classify_data.eval_batches(data, batch_size=4)
+  batches = classify_data.labelled_eval_batches(data, batch_size=4)
   labels = np.concatenate([b['labels'] for b in batches])
   weights = np.concatenate([b['weights'] for b in batches])
   np.testing.assert_array_equal(labels[weights > 0], np.arange(n))
@@ -414,7 +414,7 @@ def test_finetune_from_a_pretrained_run_folder(tmp_path):
               data__batch_size=16, data__eval_holdout=0.01, train__steps=2,
               train__warmup_steps=1, train__log_every=1, train__eval_every=2,
               train__checkpoint_every=2)
-  result = finetune.run(c, str(tmp_path / 'ft'))
+  result = loop.run(c, str(tmp_path / 'ft'))
   assert result['step'] == 2 and result['eval']['examples'] == 76
   saved = json.loads((tmp_path / 'ft' / 'config.json').read_text())
   assert saved['model']['d_model'] == 32
@@ -439,7 +439,7 @@ def test_finetune_agnews_beats_chance(tmp_path):
               train__warmup_steps=10, train__learning_rate=3e-3, train__log_every=100,
               train__eval_every=300, train__checkpoint_every=300)
   workdir = tmp_path / 'run'
-  result = finetune.run(c, str(workdir))
+  result = loop.run(c, str(workdir))
   assert result['step'] == 300
   assert result['eval']['examples'] == 760
   assert result['eval']['accuracy'] > CHANCE_BOUND, result['eval']
