@@ -1,6 +1,6 @@
 """nanoGPT's own CPU recipe for shakespeare_char, run end to end by jaxlm.
 
-  python benchmarks/nanogpt_recipe.py [--manual_dir=../shared/data/tinyshakespeare] \
+  python benchmarks/nanogpt_recipe.py [--manual_dir=DIR] \
       [--workdir=DIR] [--json=FILE] [--config.x.y=V ...]
 
 nanoGPT's README ("I only have a macbook"):
@@ -35,7 +35,8 @@ NANOGPT = {'val_loss': 1.886, 'wall_s': 115.0, 'median_ms_per_step': 59.0}
 _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(__file__), '..', 'experiments', 'gpt_small.py'),
     'The recipe (experiments/gpt_small.py).')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', '', 'TFDS manual_dir holding input.txt (offline).')
+_MANUAL_DIR = flags.DEFINE_string(
+    'manual_dir', '', 'TFDS manual_dir holding input.txt (default: the copy bundled with jaxlm).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder (default: a fresh temporary one).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 

@@ -6,10 +6,9 @@ AdamW beta2 0.99, no dropout); validation loss ends near 1.88.
 
   python -m jaxlm.main --config=experiments/gpt_small.py
 
-Offline, with the corpus in a local folder:
-
-  python -m jaxlm.main --config=experiments/gpt_small.py \
-      --config.data.manual_dir=../shared/data/tinyshakespeare
+No network is needed: jaxlm ships the corpus (jaxlm/data/corpora/), and
+TFDS prepares tiny_shakespeare from it. Another copy of TFDS's download
+(a folder holding input.txt) can be given with --config.data.manual_dir=DIR.
 
 A profiler trace of steps 10..14 (open it with TensorBoard or ui.perfetto.dev):
 

@@ -3,6 +3,11 @@
 Settings that cannot work raise ConfigError before the slow part (importing
 TensorFlow, preparing a dataset, reading files) wherever they can be checked
 that early. TensorFlow is imported only here and only for data.source=tfds.
+
+Offline: tiny_shakespeare's download ships in the package (data/corpora/) and
+is TFDS's manual_dir when data.manual_dir is empty; a dataset that must
+download from a host that cannot be reached fails at once, not after
+minutes of TFDS's retries.
 """
 
 from __future__ import annotations
@@ -10,11 +15,18 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+import urllib.parse
+from importlib import resources
 from typing import Iterable, Iterator
 
 from jaxlm.config import ConfigError, DataConfig, DataSource
 
 EVAL_HOLDOUT = 0.1  # files source without eval_files: the last 10% of the text
+BUNDLED = ('tiny_shakespeare',)  # TFDS datasets whose download is in data/corpora/<name>/
+PROBE_TIMEOUT_S = 5  # per download host; at most PROBE_HOSTS of them are tried
+PROBE_HOSTS = 4
+OFFLINE_FIX = ('set data.manual_dir to a folder with its files, data.tfds_data_dir to'
+               ' where it is prepared, or use data.source=files')
 
 
 def documents(cfg: DataConfig, split: str) -> Iterator[str]:
@@ -85,15 +97,77 @@ def _tfds_builder(cfg: DataConfig):
   if cfg.text_key not in features:
     raise ConfigError(f'data.text_key={cfg.text_key!r} is not a feature of {cfg.dataset};'
                       f' it has: {", ".join(features)}')
+  manual_dir = cfg.manual_dir
+  if not manual_dir and not builder.is_prepared():
+    manual_dir = bundled_manual_dir(cfg.dataset)
+    if manual_dir:
+      _log(f'data: preparing TFDS {cfg.dataset} from the copy bundled with jaxlm'
+           f' ({manual_dir}), not a download')
+    else:
+      check_download_hosts(builder, OFFLINE_FIX)
   try:
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=cfg.manual_dir or None))
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
   except OSError as e:
     raise ConfigError(
         f'could not prepare TFDS {cfg.dataset} ({str(e).splitlines()[0][:200]}); set'
         ' data.manual_dir to a folder with its files, or data.tfds_data_dir to where'
         ' it is prepared') from None
   return builder
+
+
+def bundled_manual_dir(dataset: str) -> str | None:
+  """The folder in the installed package holding `dataset`'s download, if it ships one."""
+  if dataset not in BUNDLED:
+    return None
+  folder = resources.files('jaxlm.data').joinpath('corpora', dataset)
+  if not isinstance(folder, os.PathLike) or not os.path.isdir(folder):
+    return None  # a zipped or stripped install: TFDS downloads as usual
+  return os.fspath(folder)
+
+
+def _log(message: str) -> None:
+  import jax  # only for the process index
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def check_download_hosts(builder, fix: str) -> None:
+  """ConfigError naming `fix` at once when a host the dataset downloads from is unreachable.
+
+  TFDS retries a failed download about ten times with growing waits (minutes
+  offline) and has no setting for it, so each host of the dataset's
+  registered URLs (not yet in the downloads folder) gets one HEAD request
+  first, through the same proxies TFDS would use.
+  """
+  downloads = os.path.join(os.fspath(builder.data_dir_root), 'downloads')
+  hosts = {}
+  for url, info in (builder.url_infos or {}).items():
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ('http', 'https') and not _downloaded(downloads, url, info):
+      hosts.setdefault(parts.netloc, url)
+  for host, url in list(hosts.items())[:PROBE_HOSTS]:
+    problem = _unreachable(url)
+    if problem:
+      raise ConfigError(
+          f'TFDS {builder.name} must download from {host}, which cannot be reached'
+          f' ({problem}); offline, {fix}')
+
+
+def _downloaded(downloads: str, url: str, info) -> bool:
+  from tensorflow_datasets.core.download import resource
+  path = os.path.join(downloads, resource.get_dl_fname(url, info.checksum))
+  return os.path.exists(path) and os.path.exists(f'{path}.INFO')
+
+
+def _unreachable(url: str) -> str | None:
+  """Why `url`'s server gives no answer in PROBE_TIMEOUT_S, or None if it answers."""
+  import requests
+  try:
+    requests.head(url, timeout=PROBE_TIMEOUT_S, allow_redirects=False).close()
+  except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+    return type(e).__name__
+  return None
 
 
 def _tfds_documents(cfg: DataConfig, split: str) -> Iterator[str]:
