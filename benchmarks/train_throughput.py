@@ -81,7 +81,8 @@ def measure(c: config_lib.Config, steps: int, warmup: int, devices=None,
   flops_token = flops.flops_per_token(c.model, d.seq_len)
   peak, source = flops.peak_flops_per_second()
   return {
-      'mesh': dict(mesh.shape), 'params_M': sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+      'mesh': dict(mesh.shape),
+      'params_M': sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
       'compile_s': compile_s, 'median_ms_per_step': 1e3 * float(np.median(per_step)),
       'tokens_per_sec': tokens_per_s, 'flops_per_token': flops_token,
       'achieved_tflops': tokens_per_s * flops_token / 1e12, 'peak_tflops': peak / 1e12,
@@ -107,7 +108,8 @@ def main(argv):
   r = measure(c, _STEPS.value, _WARMUP.value, profile_dir=_PROFILE.value)
   m, d = c.model, c.data
   print(f'{m.num_layers} layers, d_model {m.d_model}, batch {d.batch_size} x {d.seq_len},'
-        f' {m.dtype}, attention {m.attention}, scan_unroll {m.scan_unroll}, mesh {r["mesh"]}, {r["params_M"]:.2f}M parameters')
+        f' {m.dtype}, attention {m.attention}, scan_unroll {m.scan_unroll}, mesh {r["mesh"]},'
+        f' {r["params_M"]:.2f}M parameters')
   print(f'compile {r["compile_s"]:.1f} s | median {r["median_ms_per_step"]:.1f} ms/step |'
         f' {r["tokens_per_sec"]:,.0f} tokens/s | {r["achieved_tflops"] * 1e3:.1f} GFLOP/s of'
         f' {r["peak_tflops"] * 1e3:.1f} peak ({r["peak_source"]}) | MFU {100 * r["mfu"]:.1f}%'

@@ -64,9 +64,9 @@ def start() -> bool:
   if not f['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
   if f.compilation_cache_dir:
-    import jax  # noqa: PLC0415  (after the flags: --devices must come first)
+    import jax  # (after the flags: --devices must come first)
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(f.compilation_cache_dir))
-  from jaxlm.parallel import distributed  # noqa: PLC0415
+  from jaxlm.parallel import distributed
   return distributed.initialize(f.coordinator_address, f.num_processes, f.process_id,
                                 auto=f.distributed)
 
@@ -107,8 +107,8 @@ def _flag_error(e: Exception, argv: list[str]) -> str:
 
 
 def _missing_experiment(path: str) -> str:
-  import difflib  # noqa: PLC0415
-  import pathlib  # noqa: PLC0415
+  import difflib
+  import pathlib
   file = pathlib.Path(path.split(':', 1)[0])
   if not file.is_file():
     folder = file.parent if str(file.parent) else pathlib.Path('.')

@@ -20,10 +20,10 @@ flags.mark_flags_as_required(['config'])
 
 
 def _train(_):
-  import jax  # noqa: PLC0415  (after the common start-up)
+  import jax  # (after the common start-up)
 
-  from jaxlm import config as config_lib  # noqa: PLC0415
-  from jaxlm.training import loop  # noqa: PLC0415
+  from jaxlm import config as config_lib
+  from jaxlm.training import loop
   config = config_lib.from_configdict(_CONFIG.value)
   if jax.process_count() > 1 and not _WORKDIR.value:
     raise config_lib.ConfigError('a multi-host run needs --workdir=DIR on a filesystem'

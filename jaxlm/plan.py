@@ -95,7 +95,7 @@ def collective_bytes(hlo: str) -> dict[str, int]:
   An op's bytes are the size of its result on one device; ops inside loops
   (the scanned layers) count once per iteration.
   """
-  trips, calls, ops = {}, {}, {}  # computation -> trip count / callees / ops
+  calls, ops = {}, {}  # computation -> [(callee, times)] / [(collective, bytes)]
   current = None
   for line in hlo.splitlines():
     head = re.match(r'(?:ENTRY\s+)?%(\S+)\s.*\{\s*$', line)
@@ -203,9 +203,9 @@ def format_plan(plan: Plan) -> str:
 
 
 def _plan(_) -> None:
-  from absl import flags  # noqa: PLC0415
+  from absl import flags
 
-  from jaxlm import config as config_lib  # noqa: PLC0415
+  from jaxlm import config as config_lib
   f = flags.FLAGS
   c = config_lib.from_configdict(f.config)
   if c.model.vocab_size == 0:
@@ -226,10 +226,10 @@ def _plan(_) -> None:
 
 def main() -> None:
   """The command line: --config, --devices (simulated), --device_memory."""
-  from absl import flags  # noqa: PLC0415
-  from ml_collections import config_flags  # noqa: PLC0415
+  from absl import flags
+  from ml_collections import config_flags
 
-  from jaxlm import cli  # noqa: PLC0415
+  from jaxlm import cli
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
   flags.DEFINE_integer('devices', 8, 'Simulated CPU devices to plan for.')
   flags.DEFINE_float('device_memory', 0.0, 'GiB per device, to suggest a layout.')

@@ -133,8 +133,8 @@ def _weight_files(hf_dir: str) -> list[str]:
 
 def _safetensors():
   try:
-    import safetensors  # noqa: PLC0415  (only this file needs it)
-    import safetensors.numpy  # noqa: PLC0415
+    import safetensors  # (only this file needs it)
+    import safetensors.numpy
   except ImportError:
     raise ConfigError('jaxlm.interop.gpt2_hf needs safetensors: pip install safetensors') from None
   return safetensors
@@ -393,9 +393,9 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
 
 def main() -> None:
   """The command line: import|export and flags; bad input prints one line, exits 1."""
-  from absl import flags  # noqa: PLC0415  (not needed when imported)
+  from absl import flags  # (not needed when imported)
 
-  from jaxlm import cli  # noqa: PLC0415
+  from jaxlm import cli
 
   hf_dir = flags.DEFINE_string('hf_dir', None, 'import: Hugging Face GPT-2 directory.')
   workdir = flags.DEFINE_string('workdir', None, 'jaxlm run folder (import makes a new one).')

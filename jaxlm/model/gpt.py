@@ -108,7 +108,8 @@ class Attention(nn.Module):
     w_out = _param(self, 'out', _out_init(cfg), (H, K, D), ('heads', 'kv', 'embed'))
     y_BLD = jnp.einsum('BLHK,HKD->BLD', out_BLHK, w_out.astype(dt))
     if cfg.use_bias:
-      y_BLD = y_BLD + _param(self, 'out_bias', nn.initializers.zeros, (D,), ('norm',)).astype(dt)[None, None]
+      bias = _param(self, 'out_bias', nn.initializers.zeros, (D,), ('norm',))
+      y_BLD = y_BLD + bias.astype(dt)[None, None]
     return y_BLD
 
 
@@ -161,12 +162,14 @@ class Mlp(nn.Module):
     w_up = _param(self, 'up', _INIT, (D, F), ('embed', 'mlp'))
     h_BLF = jnp.einsum('BLD,DF->BLF', x_BLD, w_up.astype(dt))
     if cfg.use_bias:
-      h_BLF = h_BLF + _param(self, 'up_bias', nn.initializers.zeros, (F,), ('mlp',)).astype(dt)[None, None]
+      bias = _param(self, 'up_bias', nn.initializers.zeros, (F,), ('mlp',))
+      h_BLF = h_BLF + bias.astype(dt)[None, None]
     h_BLF = constrain(nn.gelu(h_BLF), ('batch', 'length', 'act_mlp'))
     w_down = _param(self, 'down', _out_init(cfg), (F, D), ('mlp', 'embed'))
     y_BLD = jnp.einsum('BLF,FD->BLD', h_BLF, w_down.astype(dt))
     if cfg.use_bias:
-      y_BLD = y_BLD + _param(self, 'down_bias', nn.initializers.zeros, (D,), ('norm',)).astype(dt)[None, None]
+      bias = _param(self, 'down_bias', nn.initializers.zeros, (D,), ('norm',))
+      y_BLD = y_BLD + bias.astype(dt)[None, None]
     return y_BLD
 
 

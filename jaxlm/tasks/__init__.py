@@ -13,11 +13,11 @@ from jaxlm.training.steps import Objective
 
 def make(c: Config) -> Task:
   """The task object of a config."""
-  from jaxlm.tasks import classify, lm  # noqa: PLC0415
+  from jaxlm.tasks import classify, lm
   return classify.Classification(c) if c.task == 'classify' else lm.LanguageModelling(c)
 
 
 def objective(c: Config, stack=None) -> Objective:
   """The config's objective without reading data (its vocabulary must be resolved)."""
-  from jaxlm.tasks import classify, lm  # noqa: PLC0415
+  from jaxlm.tasks import classify, lm
   return classify.classifier_objective(c) if c.task == 'classify' else lm.lm_objective(c, stack)

@@ -202,7 +202,7 @@ def build(c: Config, mesh: Mesh, objective: Objective | None = None) -> Steps:
   sharding.check_layout(c, mesh)
   stages = mesh.shape['pipeline']
   if objective is None:
-    from jaxlm import tasks  # noqa: PLC0415  (the tasks build on this module)
+    from jaxlm import tasks  # (the tasks build on this module)
     objective = tasks.objective(c, pipeline.stack_for(c.parallel, stages))
   spec = pipeline.spec_for(c.parallel, stages) if stages > 1 else None
   tx = make_optimizer(c.train)

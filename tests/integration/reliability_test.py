@@ -180,7 +180,7 @@ def test_corrupt_and_unfinished_checkpoints_are_set_aside(tmp_path, shakespeare_
   assert 'checkpoint 8 is unreadable' in out and 'resuming from checkpoint 4' in out
   aside = sorted(os.listdir(workdir / 'checkpoints_set_aside'))
   assert [n.split('-')[0] for n in aside] == ['12.orbax', '8'], aside
-  assert _losses(workdir) == {s: l for s, l in _losses(whole).items() if s > 4}
+  assert _losses(workdir) == {s: v for s, v in _losses(whole).items() if s > 4}
 
 
 # --- Another mesh, several processes -----------------------------------------

@@ -127,7 +127,8 @@ def test_skip_counts_the_nonfinite_step_and_trains_on(tmp_path, task, monkeypatc
   _poison(monkeypatch, task, 5)
   result = loop.run(_config(tmp_path, task, 8, train__on_nonfinite='skip'), str(tmp_path / 'run'))
   assert result['step'] == 8
-  rows = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+  lines = (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()
+  rows = [json.loads(line) for line in lines]
   counts = [r['nonfinite_steps'] for r in rows if 'loss' in r]
   assert counts == [0] * 5 + [1] * 3
   assert 'step 6: not finite' in capsys.readouterr().out

@@ -113,7 +113,7 @@ def test_main_prints_one_line_errors(tmp_path):
          f'--workdir={tmp_path}', '--config.model.num_heads=3']
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1
-  lines = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  lines = [x for x in out.stderr.splitlines() if x.startswith('error:')]
   assert lines == ['error: model.num_heads=3 does not divide model.d_model=128;'
                    ' pick num_heads among the divisors of d_model']
   assert 'Traceback' not in out.stderr

@@ -125,7 +125,8 @@ def test_export_round_trips_exactly(hf, run, tmp_path):
   assert result.stdout.startswith('exported ')
   assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors']
   # The same tensors, bit for bit, under the same names as save_pretrained's.
-  original, exported = load_file(f'{hf.path}/model.safetensors'), load_file(f'{out}/model.safetensors')
+  original = load_file(f'{hf.path}/model.safetensors')
+  exported = load_file(f'{out}/model.safetensors')
   assert sorted(exported) == sorted(original)
   for name, x in original.items():
     np.testing.assert_array_equal(exported[name], x, err_msg=name)

@@ -223,7 +223,8 @@ def test_train_batches_are_pure_and_cover_each_epoch():
   n, b = 10, 5
   data = classify_data.Encoded(np.arange(n)[:, None].astype(np.int32),
                                np.ones(n, np.int32), np.arange(n).astype(np.int32))
-  rows = [classify_data.labelled_train_batch(data, s, batch_size=b, seed=7)['labels'] for s in range(4)]
+  rows = [classify_data.labelled_train_batch(data, s, batch_size=b, seed=7)['labels']
+          for s in range(4)]
   np.testing.assert_array_equal(np.sort(np.concatenate(rows[:2])), np.arange(n))
   np.testing.assert_array_equal(np.sort(np.concatenate(rows[2:])), np.arange(n))
   again = classify_data.labelled_train_batch(data, 3, batch_size=b, seed=7)['labels']

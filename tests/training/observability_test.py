@@ -111,7 +111,7 @@ def test_a_run_leaves_a_trace_param_norm_and_memory(tmp_path, shakespeare_dir, t
     names = [e.get('name', '') for e in json.load(f)['traceEvents']]
   # The host's launch of each train step (PJRT's name for it): steps 2 and 3 alone.
   assert sum(bool(re.fullmatch(r'\S*Execute \(jit_train_step\)', n)) for n in names) == 2
-  [line] = [l for l in out.splitlines() if l.startswith('profile of steps 2..3 -> ')]
+  [line] = [x for x in out.splitlines() if x.startswith('profile of steps 2..3 -> ')]
   assert f'tensorboard --logdir {workdir}' in line and 'ui.perfetto.dev' in line
 
   rows = [r for r in _metrics(workdir) if 'loss' in r]
