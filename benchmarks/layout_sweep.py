@@ -27,6 +27,7 @@ from ml_collections import config_flags  # noqa: E402
 from jaxlm import config as config_lib, plan  # noqa: E402
 from jaxlm.parallel import sharding  # noqa: E402
 from jaxlm.training import steps as steps_lib  # noqa: E402
+from jaxlm.training.metrics import format_bytes  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 flags.DEFINE_integer('devices', 8, 'Simulated CPU devices.')
@@ -80,8 +81,8 @@ def main(argv):
         continue
       pl = plan.compile_plan(cand, mesh)
       ms = 1e3 * step_time(cand, mesh, _STEPS.value)
-      print(f'| {n // model} | {model} | {zero} | {plan.human(pl.state)} |'
-            f' {plan.human(pl.temp)} | {plan.human(pl.total)} | {ms:.1f} |', flush=True)
+      print(f'| {n // model} | {model} | {zero} | {format_bytes(pl.state)} |'
+            f' {format_bytes(pl.temp)} | {format_bytes(pl.total)} | {ms:.1f} |', flush=True)
 
 
 if __name__ == '__main__':

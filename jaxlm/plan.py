@@ -28,6 +28,8 @@ import numpy as np  # noqa: E402
 
 from jaxlm.parallel import sharding  # noqa: E402
 from jaxlm.training import steps as steps_lib  # noqa: E402
+from jaxlm.training.memory import shard_bytes  # noqa: E402
+from jaxlm.training.metrics import format_bytes  # noqa: E402
 from jaxlm.config import Config, ConfigError, Remat  # noqa: E402
 
 COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
@@ -56,13 +58,6 @@ class Plan:
     return self.state + (self.temp or 0)
 
 
-def _shard_bytes(abstract, shardings) -> int:
-  total = 0
-  for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)):
-    total += int(np.prod(s.shard_shape(a.shape))) * a.dtype.itemsize
-  return total
-
-
 def state_bytes(c: Config, mesh) -> Plan:
   """Exact per-device bytes of parameters, optimizer state and gradients."""
   s = steps_lib.build(c, mesh)
@@ -73,20 +68,9 @@ def state_bytes(c: Config, mesh) -> Plan:
   p = c.parallel
   return Plan(layout=(mesh.shape['data'], mesh.shape['model'], mesh.shape['pipeline'],
                       p.zero_stage, p.remat.value),
-              params=_shard_bytes(abstract.params, sh.params),
-              opt_state=_shard_bytes(abstract.opt_state, sh.opt_state),
-              grads=_shard_bytes(abstract.params, grad_sh))
-
-
-def memory_summary(c: Config, s: steps_lib.Steps, compiled) -> str:
-  """One line for a run's start: the layout and its per-device memory."""
-  sh, abstract = s.state_shardings, s.abstract_state
-  p = c.parallel
-  temp = compiled.memory_analysis().temp_size_in_bytes
-  return (f'layout (data, model, pipeline)={tuple(s.mesh.shape.values())},'
-          f' zero_stage={p.zero_stage}, remat={p.remat.value}; per device: params'
-          f' {human(_shard_bytes(abstract.params, sh.params))}, optimizer state'
-          f' {human(_shard_bytes(abstract.opt_state, sh.opt_state))}, temporaries {human(temp)}')
+              params=shard_bytes(abstract.params, sh.params),
+              opt_state=shard_bytes(abstract.opt_state, sh.opt_state),
+              grads=shard_bytes(abstract.params, grad_sh))
 
 
 def collective_bytes(hlo: str) -> dict[str, int]:
@@ -183,21 +167,14 @@ def suggest(c: Config, num_devices: int, device_memory: float,
   return None
 
 
-def human(n: float) -> str:
-  for unit, size in (('GiB', GiB), ('MiB', 1024 ** 2), ('KiB', 1024)):
-    if n >= size:
-      return f'{n / size:.2f} {unit}'
-  return f'{int(n)} B'
-
-
 def format_plan(plan: Plan) -> str:
   d, m, p, z, r = plan.layout
   lines = [f'layout (data, model, pipeline)=({d}, {m}, {p}), zero_stage={z}, remat={r}',
-           f'  per device: params {human(plan.params)}, optimizer state'
-           f' {human(plan.opt_state)}, gradients {human(plan.grads)}']
+           f'  per device: params {format_bytes(plan.params)}, optimizer state'
+           f' {format_bytes(plan.opt_state)}, gradients {format_bytes(plan.grads)}']
   if plan.temp is not None:
-    lines.append(f'  temporaries {human(plan.temp)}; total {human(plan.total)}')
-    traffic = ', '.join(f'{k} {human(v)}' for k, v in plan.collectives.items())
+    lines.append(f'  temporaries {format_bytes(plan.temp)}; total {format_bytes(plan.total)}')
+    traffic = ', '.join(f'{k} {format_bytes(v)}' for k, v in plan.collectives.items())
     lines.append(f'  collectives per step and device: {traffic}')
   return '\n'.join(lines)
 

@@ -17,12 +17,12 @@ import time
 
 import jax
 
-from jaxlm import plan, tasks
+from jaxlm import tasks
 from jaxlm.config import Config, ConfigError, to_dict
 from jaxlm.parallel import pipeline
 from jaxlm.parallel import sharding
 from jaxlm.training import flops as flops_lib
-from jaxlm.training import health
+from jaxlm.training import health, memory
 from jaxlm.training import steps as steps_lib
 from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.training.metrics import (MetricWriter, StepTrace, device_memory, format_bytes,
@@ -153,7 +153,7 @@ def _loop(c, task, s, state, start, eval_batches, ckpt, writer, peak, trace, wor
   t0 = time.perf_counter()
   train_step = s.train.lower(state, batch(start)).compile()
   log(f'compiled the train step in {time.perf_counter() - t0:.1f}s')
-  log(plan.memory_summary(c, s, train_step))
+  log(memory.memory_summary(c, s, train_step))
 
   result = {}
   queued = []  # (step, device metrics): read one step late, never stalling the device

@@ -78,7 +78,11 @@ def device_memory() -> dict[str, int]:
 
 
 def format_bytes(n: float) -> str:
-  return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
+  """1536 -> '1.50 KiB': the largest binary unit below n."""
+  for unit, size in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+    if n >= size:
+      return f'{n / size:.2f} {unit}'
+  return f'{int(n)} B'
 
 
 class StepTrace:
