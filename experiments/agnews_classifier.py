@@ -1,31 +1,28 @@
 """AG News topic classification (World, Sports, Business, Sci/Tech), byte-level GPT.
 
-Offline, from the CSV copies in ../shared/data/ag_news (the default): the
-eval split is 20% of test.csv held out stratified by class (380 rows of each
-class, 1,520 in all, chosen with train.seed); the other 6,080 rows of
-test.csv and the 581 rows of train_subset.csv are the training examples.
+TFDS `ag_news_subset` (the default; needs internet once): the 120,000-row
+train split trains and the whole 7,600-row test split is the eval split.
 Each text is the title and the description joined by a newline, as UTF-8
 bytes, cut to the first data.max_length bytes.
 
   python -m jaxlm.finetune --config=experiments/agnews_classifier.py
 
+From local CSV files in the format of Xiang Zhang's release (train.csv,
+test.csv: "label","title","description", label 1..4, no header): the eval
+split is the whole of data.eval_files, as above; with
+--config.data.eval_holdout=0.2 it is 20% of them, held out stratified by
+class and chosen with train.seed, and the rest joins training.
+
+  python -m jaxlm.finetune --config=experiments/agnews_classifier.py:csv \\
+      --config.data.train_files=/path/to/ag_news/train.csv \\
+      --config.data.eval_files=/path/to/ag_news/test.csv
+
 From a byte-level pretraining run (its architecture and tokenizer are used;
-data.max_length must fit its model.max_len):
-
-  python -m jaxlm.finetune --config=experiments/agnews_classifier.py \\
-      --config.classifier.init_from=/tmp/bytepre
-
-With internet, the full TFDS `ag_news_subset` (120,000 training rows, the
-7,600-row test split as the eval split):
-
-  python -m jaxlm.finetune --config=experiments/agnews_classifier.py:tfds
+data.max_length must fit its model.max_len): add
+--config.classifier.init_from=RUN_DIR.
 """
 
-import pathlib
-
 import ml_collections
-
-AG_NEWS = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'ag_news'
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -38,10 +35,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
       tie_embeddings=True, use_bias=False,
   ))
   c.data = ml_collections.ConfigDict(dict(
-      source='csv',
-      train_files=str(AG_NEWS / 'train_subset.csv'),
-      eval_files=str(AG_NEWS / 'test.csv'),
-      eval_holdout=0.2,
+      source='tfds', train_files='', eval_files='', eval_holdout=1.0,
       csv_label_column=0, csv_text_columns=(1, 2), csv_labels=('1', '2', '3', '4'),
       csv_skip_header=False,
       tfds_dataset='ag_news_subset', tfds_text_keys=('title', 'description'),
@@ -58,9 +52,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
       grad_accum_steps=1, on_nonfinite='skip', spike_factor=0.0,
   ))
   c.parallel = ml_collections.ConfigDict(dict(data=-1, model=1, zero_stage=0, remat='none'))
-  if variant == 'tfds':
-    c.data.source = 'tfds'
-    c.data.eval_holdout = 1.0  # the whole TFDS test split
+  if variant == 'csv':
+    c.data.source = 'csv'  # the files come from --config.data.train_files / eval_files
   elif variant:
-    raise ValueError(f'unknown variant {variant!r} of agnews_classifier; known: tfds')
+    raise ValueError(f'unknown variant {variant!r} of agnews_classifier; known: csv')
   return c

@@ -16,19 +16,14 @@ import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
 
-import pathlib  # noqa: E402
-
 import pytest  # noqa: E402
-
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
 
 
 @pytest.fixture(scope='session')
 def shakespeare_dir() -> str:
-  """../shared/data/tinyshakespeare: TFDS's manual_dir for tiny_shakespeare."""
-  path = SHARED_DATA / 'tinyshakespeare'
-  assert (path / 'input.txt').exists(), f'missing {path}/input.txt (see ../shared/README.md)'
-  return str(path)
+  """The package's tiny_shakespeare folder: TFDS's manual_dir for tiny_shakespeare."""
+  from tests import testdata
+  return testdata.shakespeare_dir()
 
 
 @pytest.fixture(scope='session')

@@ -1,4 +1,4 @@
-"""Test data: the shared corpora and DataConfigs that read them offline."""
+"""Test data: the bundled corpus, the slices in tests/assets, DataConfigs that read them offline."""
 
 import atexit
 import functools
@@ -7,17 +7,31 @@ import shutil
 import tempfile
 
 from jaxlm.config import DataConfig, DataSource, TokenizerKind
+from jaxlm.data import sources
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+ASSETS = REPO / 'tests' / 'assets'  # see its README.md: sources and licences
 
 
-def shared_data_dir() -> pathlib.Path:
-  """The read-only corpora beside the repo (../shared/data)."""
-  return REPO.parent / 'shared' / 'data'
+def shakespeare_dir() -> str:
+  """The package's tiny_shakespeare folder (input.txt): TFDS's manual_dir for it."""
+  path = sources.bundled_manual_dir('tiny_shakespeare')
+  assert path, 'jaxlm/data/corpora/tiny_shakespeare is missing from the package'
+  return path
 
 
 def tiny_shakespeare_text() -> str:
-  return (shared_data_dir() / 'tinyshakespeare' / 'input.txt').read_text('utf-8')
+  return (pathlib.Path(shakespeare_dir()) / 'input.txt').read_text('utf-8')
+
+
+def ag_news_dir() -> pathlib.Path:
+  """test_slice.csv (500 rows a class of AG News test.csv) and train_subset.csv (581 rows)."""
+  return ASSETS / 'ag_news'
+
+
+def tatoeba_eng_fra() -> pathlib.Path:
+  """500 English<TAB>French pairs from Tatoeba."""
+  return ASSETS / 'tatoeba_eng_fra' / 'eng-fra_slice.tsv'
 
 
 @functools.cache
@@ -29,11 +43,11 @@ def tfds_data_dir() -> str:
 
 
 def data_config(**overrides) -> DataConfig:
-  """tiny_shakespeare from the shared folder, char tokens, 12 x 64 batches."""
+  """tiny_shakespeare from the bundled corpus, char tokens, 12 x 64 batches."""
   values = dict(
       source=DataSource.TFDS, dataset='tiny_shakespeare', text_key='text',
       train_split='train', eval_split='validation',
-      manual_dir=str(shared_data_dir() / 'tinyshakespeare'),
+      manual_dir=shakespeare_dir(),
       tfds_data_dir=tfds_data_dir(), train_files='', eval_files='',
       tokenizer=TokenizerKind.CHAR, vocab_size=0, seq_len=64, batch_size=12)
   values.update(overrides)

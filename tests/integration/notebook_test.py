@@ -96,8 +96,8 @@ def test_quickstart_runs_top_to_bottom_and_shows_what_it_says(tmp_path, monkeypa
   env = dict(os.environ)
   # The kernel must set up its 8 devices itself: none of conftest.py's flags reach it.
   env.pop('XLA_FLAGS', None)
+  env.pop('JAXLM_TFDS_MANUAL_DIR', None)  # the data comes from the corpus bundled with jaxlm
   env.update(
-      JAXLM_TFDS_MANUAL_DIR=str(testdata.shared_data_dir() / 'tinyshakespeare'),
       JAXLM_TFDS_DATA_DIR=testdata.tfds_data_dir(),
       TMPDIR=str(tmp_path),  # the notebook's run folder (tempfile.mkdtemp) lands here
       PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')])),

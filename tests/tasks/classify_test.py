@@ -26,7 +26,7 @@ from tests import testdata
 from tests.configs import tiny_config
 
 REPO = testdata.REPO
-AG_NEWS = testdata.shared_data_dir() / 'ag_news'
+AG_NEWS = testdata.ag_news_dir()  # tests/assets/ag_news: 500 test rows a class, 581 train
 AGNEWS_FILE = REPO / 'experiments' / 'agnews_classifier.py'
 IMDB_FILE = REPO / 'experiments' / 'imdb_classifier.py'
 
@@ -45,6 +45,13 @@ def _config(path=AGNEWS_FILE, variant='', **overrides) -> cc.Config:
     section, name = key.split('__')
     cd[section][name] = value
   return cc.from_configdict(cd)
+
+
+def _agnews(**overrides) -> cc.Config:
+  """agnews_classifier:csv on the vendored slices, 20% of test_slice.csv held out."""
+  values = dict(data__train_files=str(AG_NEWS / 'train_subset.csv'),
+                data__eval_files=str(AG_NEWS / 'test_slice.csv'), data__eval_holdout=0.2)
+  return _config(AGNEWS_FILE, 'csv', **{**values, **overrides})
 
 
 # --- metrics -----------------------------------------------------------------
@@ -116,10 +123,10 @@ def test_read_csv_ag_news_format(tmp_path):
   assert ex.labels_N.dtype == np.int32
 
 
-def test_read_csv_shared_ag_news_files():
-  ex = classify_data.read_csv(str(AG_NEWS / 'test.csv'), **AG_ARGS)
-  assert len(ex.texts) == 7600
-  np.testing.assert_array_equal(np.bincount(ex.labels_N), [1900] * 4)
+def test_read_csv_ag_news_files():
+  ex = classify_data.read_csv(str(AG_NEWS / 'test_slice.csv'), **AG_ARGS)
+  assert len(ex.texts) == 2000
+  np.testing.assert_array_equal(np.bincount(ex.labels_N), [500] * 4)
   sub = classify_data.read_csv(str(AG_NEWS / 'train_subset.csv'), **AG_ARGS)
   assert len(sub.texts) == 581
 
@@ -184,12 +191,12 @@ def test_stratified_split_unbalanced_classes_keep_their_shares():
 
 
 def test_load_holds_out_part_of_test_csv_and_trains_on_the_rest():
-  c = _config()
+  c = _agnews()
   train, held = classify_data.load(c.data, seed=c.train.seed)
-  np.testing.assert_array_equal(np.bincount(held.labels_N), [380] * 4)
-  assert len(train.texts) == 581 + 7600 - 1520
-  # Every held-out row of test.csv is absent from training, row for row.
-  test = classify_data.read_csv(str(AG_NEWS / 'test.csv'), **AG_ARGS)
+  np.testing.assert_array_equal(np.bincount(held.labels_N), [100] * 4)
+  assert len(train.texts) == 581 + 2000 - 400
+  # Every held-out row of test_slice.csv is absent from training, row for row.
+  test = classify_data.read_csv(str(AG_NEWS / 'test_slice.csv'), **AG_ARGS)
   held_idx, rest_idx = classify_data.stratified_split(test.labels_N, 0.2, seed=0)
   assert held.texts == tuple(test.texts[i] for i in held_idx)
   assert train.texts[581:] == tuple(test.texts[i] for i in rest_idx)
@@ -197,7 +204,7 @@ def test_load_holds_out_part_of_test_csv_and_trains_on_the_rest():
 
 def test_load_holds_out_of_train_files_without_eval_files(tmp_path):
   rows = ''.join(f'"{1 + i % 2}","text {i}",""\n' for i in range(40))
-  c = _config(data__train_files=_write(tmp_path, rows), data__eval_files='',
+  c = _agnews(data__train_files=_write(tmp_path, rows), data__eval_files='',
               data__eval_holdout=0.25)
   train, held = classify_data.load(c.data, seed=0)
   assert len(held.texts) == 10 and len(train.texts) == 30
@@ -301,7 +308,7 @@ def test_params_are_gpt_plus_head():
 
 @pytest.mark.parametrize('path, variant, overrides', [
     (AGNEWS_FILE, '', {}),
-    (AGNEWS_FILE, 'tfds', {}),
+    (AGNEWS_FILE, 'csv', {'data__train_files': 'train.csv', 'data__eval_files': 'test.csv'}),
     (IMDB_FILE, '', {}),
     (IMDB_FILE, 'csv', {'data__train_files': 'IMDB_Dataset.csv'}),
 ])
@@ -322,12 +329,13 @@ def test_experiment_configs_build(path, variant, overrides):
 ])
 def test_bad_settings_are_one_line_errors(overrides, match):
   with pytest.raises(ConfigError, match=match):
-    _config(**overrides)
+    _agnews(**overrides)
 
 
 def test_finetune_cli_prints_one_line_errors(tmp_path):
-  cmd = [sys.executable, '-m', 'jaxlm.finetune', f'--config={AGNEWS_FILE}',
-         f'--workdir={tmp_path / "run"}', '--config.data.train_files=/no/such.csv']
+  cmd = [sys.executable, '-m', 'jaxlm.finetune', f'--config={AGNEWS_FILE}:csv',
+         f'--workdir={tmp_path / "run"}', '--config.data.train_files=/no/such.csv',
+         '--config.data.eval_files=/no/test.csv']
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1
   lines = [line for line in out.stderr.splitlines() if line.startswith('error:')]
@@ -365,7 +373,7 @@ def test_pretrained_params_drop_in(tmp_path):
   run = classify.open_pretrained(str(tmp_path))
   assert run.step == 7 and run.tokenizer.kind is TokenizerKind.BYTE
   c = classify.with_pretrained_model(
-      _config(classifier__init_from=str(tmp_path), data__max_length=16,
+      _agnews(classifier__init_from=str(tmp_path), data__max_length=16,
               model__dropout=0.2, data__batch_size=16), run)
   assert c.model.d_model == pre.model.d_model == 32 and c.model.max_len == 16
   assert c.model.vocab_size == 256 and c.model.dropout == 0.2
@@ -401,22 +409,22 @@ def test_pretrained_run_folder_errors(tmp_path):
   run = classify.open_pretrained(str(tmp_path / 'run'))
   with pytest.raises(ConfigError, match=r'data\.tokenizer=char but classifier\.init_from=.* was'
                                         r' trained with byte; set data\.tokenizer=byte'):
-    classify.with_pretrained_model(_config(data__tokenizer='char'), run)
+    classify.with_pretrained_model(_agnews(data__tokenizer='char'), run)
   with pytest.raises(ConfigError, match=r'data\.max_length=64 exceeds model\.max_len=16 of'
                                         r' classifier\.init_from=.*; lower data\.max_length'):
-    classify.with_pretrained_model(_config(), run)
+    classify.with_pretrained_model(_agnews(), run)
 
 
 @pytest.mark.slow
 def test_finetune_from_a_pretrained_run_folder(tmp_path):
   (tmp_path / 'pre').mkdir()
   _pretrain_run_folder(tmp_path / 'pre')
-  c = _config(classifier__init_from=str(tmp_path / 'pre'), data__max_length=16,
+  c = _agnews(classifier__init_from=str(tmp_path / 'pre'), data__max_length=16,
               data__batch_size=16, data__eval_holdout=0.01, train__steps=2,
               train__warmup_steps=1, train__log_every=1, train__eval_every=2,
               train__checkpoint_every=2)
   result = loop.run(c, str(tmp_path / 'ft'))
-  assert result['step'] == 2 and result['eval']['examples'] == 76
+  assert result['step'] == 2 and result['eval']['examples'] == 20
   saved = json.loads((tmp_path / 'ft' / 'config.json').read_text())
   assert saved['model']['d_model'] == 32
   assert saved['classifier']['init_from'] == str(tmp_path / 'pre')
@@ -425,30 +433,32 @@ def test_finetune_from_a_pretrained_run_folder(tmp_path):
 
 # --- end to end --------------------------------------------------------------
 
-# 10% of test.csv held out: 760 rows, 190 per class. A classifier at chance
-# (25%) gets Binomial(760, 0.25) right: mean 190, standard deviation 11.9;
-# 34% is 259 rows, 5.8 standard deviations above the mean (P < 1e-8).
-# The configuration below reaches about 0.39-0.43 on this CPU (seeds 0-2).
+# Half of test_slice.csv held out: 1,000 rows, 250 per class; the other
+# 1,000 and train_subset.csv's 581 train. A classifier at chance (25%) gets
+# Binomial(1000, 0.25) right: mean 250, standard deviation 13.7; more than 34%
+# is at least 341 rows, 6.6 standard deviations above the mean (P = 8e-11;
+# the full test.csv's 760-row tenth gave P = 1.4e-8 at this bound). The
+# configuration below reaches 0.44-0.48 on this CPU (seeds 0-2).
 CHANCE_BOUND = 0.34
 
 
 @pytest.mark.slow
 def test_finetune_agnews_beats_chance(tmp_path):
-  c = _config(model__num_layers=1, model__num_heads=2, model__d_model=32, model__d_ff=64,
+  c = _agnews(model__num_layers=1, model__num_heads=2, model__d_model=32, model__d_ff=64,
               model__max_len=64, model__dropout=0.0, data__max_length=64,
-              data__batch_size=64, data__eval_holdout=0.1, train__steps=300,
+              data__batch_size=64, data__eval_holdout=0.5, train__steps=300,
               train__warmup_steps=10, train__learning_rate=3e-3, train__log_every=100,
               train__eval_every=300, train__checkpoint_every=300)
   workdir = tmp_path / 'run'
   result = loop.run(c, str(workdir))
   assert result['step'] == 300
-  assert result['eval']['examples'] == 760
+  assert result['eval']['examples'] == 1000
   assert result['eval']['accuracy'] > CHANCE_BOUND, result['eval']
   rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   evals = [r for r in rows if 'eval_accuracy' in r]
   assert [r['step'] for r in evals] == [300]
   cm = np.array(evals[0]['eval_confusion_matrix'])
-  np.testing.assert_array_equal(cm.sum(axis=1), [190] * 4)
+  np.testing.assert_array_equal(cm.sum(axis=1), [250] * 4)
   assert evals[0]['eval_accuracy'] == cm_lib.accuracy(cm)
   for key in ('eval_macro_precision', 'eval_macro_recall', 'eval_macro_f1'):
     assert 0 < evals[0][key] < 1
@@ -459,7 +469,7 @@ def test_finetune_agnews_beats_chance(tmp_path):
 def test_tfds_sources_on_mock_data(tmp_path):
   tfds = pytest.importorskip('tensorflow_datasets')
   # mock_data fills every split with random examples of the dataset's features.
-  c = _config(data__source='tfds', data__tfds_data_dir=str(tmp_path))
+  c = _agnews(data__source='tfds', data__tfds_data_dir=str(tmp_path))
   with tfds.testing.mock_data(num_examples=40):
     train, held = classify_data.load(c.data, seed=0)
   assert len(held.texts) == 8 and len(train.texts) == 40 + 32  # 20% of 'test' held out
