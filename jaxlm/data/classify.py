@@ -63,7 +63,8 @@ def read_csv(path: str, *, label_column: int, text_columns: Sequence[int],
              labels: Sequence[str], skip_header: bool = False) -> Examples:
   """The (text, label) rows of one CSV file; text columns are joined with '\\n'.
 
-  Errors name the file and the line where the offending record starts.
+  Every row has as many columns as the first (an extra column is refused, not
+  ignored). Errors name the file and the line where the offending record starts.
   """
   try:
     with open(path, 'rb') as f:
@@ -84,6 +85,7 @@ def read_csv(path: str, *, label_column: int, text_columns: Sequence[int],
   texts, ids = [], []
   reader = csv.reader(io.StringIO(text, newline=''), strict=True)
   line = 1
+  width = None  # (line, columns) of the first data row: every row must match it
   try:
     for row in reader:
       start, line = line, reader.line_num + 1
@@ -93,6 +95,11 @@ def read_csv(path: str, *, label_column: int, text_columns: Sequence[int],
         raise ConfigError(
             f'{path}:{start}: {len(row)} column(s), but data.csv_label_column/'
             f'csv_text_columns need {needed}; check the file or those settings')
+      width = width or (start, len(row))
+      if len(row) != width[1]:  # an unquoted comma shifts every column after it
+        raise ConfigError(
+            f'{path}:{start}: {len(row)} columns, but line {width[0]} has {width[1]};'
+            ' quote fields that hold commas, or make every row the same width')
       value = row[label_column].strip()
       if value not in class_of:
         raise ConfigError(
