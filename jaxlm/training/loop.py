@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import tempfile
 import time
 
 import jax
@@ -67,9 +68,12 @@ def _check_workdir(workdir: str) -> None:
   if probe and not os.path.isdir(probe):
     raise ConfigError(f'--workdir={workdir} lies under {probe}, which is a file;'
                       ' pass a path under a folder')
-  if probe and not os.access(probe, os.W_OK | os.X_OK):
-    raise ConfigError(f'--workdir={workdir}: {probe} is not writable; pass a run folder'
-                      ' where you can write')
+  if probe and not os.path.exists(workdir):
+    try:  # os.access says yes to root everywhere: try it, and leave nothing behind
+      os.rmdir(tempfile.mkdtemp(prefix='.jaxlm-probe-', dir=probe))
+    except OSError as e:
+      raise ConfigError(f'--workdir={workdir}: cannot create it in {probe} ({e.strerror});'
+                        ' pass a run folder where you can write') from None
 
 
 def run(c: Config, workdir: str | None = None) -> dict:

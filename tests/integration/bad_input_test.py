@@ -1,0 +1,186 @@
+"""Every bad input is one line: through the real command lines, in a subprocess.
+
+Each row runs a command and checks: its exit code, exactly one line on stderr
+(`error: ...` matching the row's pattern), no traceback, and that nothing in
+the user's folder was created or changed. Later features add their rows here.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxlm import config as config_lib
+from jaxlm.experiments import load_configdict
+from jaxlm.training import loop
+from tests import testdata
+
+REPO = testdata.REPO
+TINY = ['--config.model.num_layers=1', '--config.model.num_heads=2', '--config.model.d_model=16',
+        '--config.model.d_ff=32', '--config.model.max_len=16', '--config.data.seq_len=16',
+        '--config.data.batch_size=8', '--config.train.warmup_steps=1',
+        '--config.train.sample_tokens=0']
+
+
+def _files(root) -> dict[str, tuple[int, int]]:
+  """Every path under root with its size and modification time."""
+  out = {}
+  for dirpath, dirnames, filenames in os.walk(root):
+    for name in dirnames + filenames:
+      path = os.path.join(dirpath, name)
+      st = os.lstat(path)
+      out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+@pytest.fixture(scope='module')
+def user(tmp_path_factory):
+  """A user's folder: text corpora, CSVs, a trained run, a file, a folder that is no run."""
+  root = tmp_path_factory.mktemp('user')
+  (root / 'corpus.txt').write_text('to be or not to be, that is the question\n' * 60)
+  (root / 'latin1.txt').write_bytes('caf\xe9\n'.encode('latin-1') * 200)
+  (root / 'empty.txt').write_text('')
+  (root / 'ok.csv').write_text(''.join(f'"{i % 4 + 1}","title {i}","text {i}"\n'
+                                       for i in range(40)))
+  (root / 'short_row.csv').write_text('"1","a","b"\n"2","only"\n')
+  (root / 'bad_label.csv').write_text('"1","a","b"\n"7","c","d"\n')
+  (root / 'extra_col.csv').write_text('"1","a","b"\n"2","c","d","e"\n')
+  (root / 'a_file').write_text('not a folder')
+  (root / 'not_a_run').mkdir()
+  settings = {'model.num_layers': 1, 'model.num_heads': 2, 'model.d_model': 16,
+              'model.d_ff': 32, 'model.max_len': 16, 'data.seq_len': 16, 'data.batch_size': 8,
+              'data.source': 'files', 'data.train_files': str(root / 'corpus.txt'),
+              'train.steps': 4, 'train.warmup_steps': 1, 'train.eval_every': 4,
+              'train.eval_steps': 1, 'train.checkpoint_every': 4, 'train.sample_tokens': 0}
+  c = config_lib.from_configdict(load_configdict(str(REPO / 'experiments/gpt_small.py'),
+                                                 settings))
+  loop.run(c, str(root / 'run'))
+  return root
+
+
+def _main(*args):
+  return ['jaxlm.main', '--config=experiments/gpt_small.py', *TINY, *args]
+
+
+def _files_main(user, *args):
+  return _main('--config.data.source=files', f'--config.data.train_files={user}/corpus.txt',
+               *args)
+
+
+def _finetune(user, *args):
+  return ['jaxlm.finetune', '--config=experiments/agnews_classifier.py:csv', *TINY[:5],
+          '--config.data.max_length=16', '--config.data.batch_size=8',
+          '--config.train.warmup_steps=1', '--config.data.eval_holdout=0.25',
+          f'--config.data.train_files={user}/ok.csv', *args]
+
+
+# (id, argv builder (user folder -> module and flags), exit code, stderr pattern)
+ROWS = [
+    # Settings and flags.
+    ('misspelled key (train)', lambda u: _main('--config.train.stpes=10'), 1,
+     r'--config\.train\.stpes: unknown setting .stpes.; did you mean "steps"'),
+    ('misspelled key (finetune)', lambda u: _finetune(u, '--config.train.stpes=10'), 1,
+     r'--config\.train\.stpes: unknown setting .stpes.; did you mean "steps"'),
+    ('misspelled section', lambda u: _main('--config.trian.steps=10'), 1,
+     r'unknown setting .trian.; did you mean "train"'),
+    ('misspelled experiment path',
+     lambda u: ['jaxlm.main', '--config=experiments/gpt_smal.py'], 1,
+     r'--config=experiments/gpt_smal\.py: no such file .*did you mean experiments/gpt_small\.py'),
+    ('not a number', lambda u: _main('--config.train.steps=abc'), 1,
+     r"--config\.train\.steps=abc: invalid literal for int"),
+    ('unknown flag', lambda u: _main('--nosuchflag'), 1, r"Unknown command line flag 'nosuchflag'"),
+    ('negative batch', lambda u: _files_main(u, '--config.data.batch_size=-8'), 1,
+     r'data\.batch_size=-8 must be a positive integer'),
+    ('seq_len above max_len', lambda u: _files_main(u, '--config.data.seq_len=32'), 1,
+     r'data\.seq_len=32 exceeds model\.max_len=16'),
+    ('heads do not divide d_model', lambda u: _files_main(u, '--config.model.num_heads=3'), 1,
+     r'model\.num_heads=3 does not divide model\.d_model=16'),
+    ('zero stage 5', lambda u: _files_main(u, '--config.parallel.zero_stage=5'), 1,
+     r'parallel\.zero_stage=5 must be 0, 1, 2 or 3'),
+    ('mesh larger than the devices', lambda u: _files_main(u, '--config.parallel.data=16'), 1,
+     r'parallel'),
+    ('unknown tokenizer', lambda u: _files_main(u, '--config.data.tokenizer=words'), 1,
+     r"data\.tokenizer='words' is not one of: char, byte, sentencepiece"),
+    ('planner: invalid setting',
+     lambda u: ['jaxlm.plan', '--config=experiments/gpt_small.py', '--devices=2',
+                '--config.parallel.zero_stage=5'], 1,
+     r'parallel\.zero_stage=5 must be 0, 1, 2 or 3'),
+    # Files and folders.
+    ('missing data file', lambda u: _main('--config.data.source=files',
+                                          f'--config.data.train_files={u}/nope*.txt'), 1,
+     r'data\.train_files'),
+    ('empty data file', lambda u: _main('--config.data.source=files',
+                                        f'--config.data.train_files={u}/empty.txt'), 1,
+     r'empty|no text'),
+    ('data file not UTF-8', lambda u: _main('--config.data.source=files',
+                                            f'--config.data.train_files={u}/latin1.txt'), 1,
+     r'not UTF-8'),
+    ('run folder is a file', lambda u: _files_main(u, f'--workdir={u}/a_file'), 1,
+     r'--workdir=.*a_file is a file, not a folder'),
+    ('run folder under a file', lambda u: _files_main(u, f'--workdir={u}/a_file/run'), 1,
+     r'--workdir=.*lies under .*a_file, which is a file'),
+    ('run folder not writable', lambda u: _files_main(u, '--workdir=/proc/jaxlm_run'), 1,
+     r'--workdir=/proc/jaxlm_run: cannot create it in /proc'),
+    ('incompatible resume', lambda u: _files_main(u, f'--workdir={u}/run',
+                                                  '--config.model.d_model=32'), 1,
+     r'holds a checkpoint \(step 4\) of a different model: model\.d_model=16 there, 32 now'),
+    # Classification data.
+    ('CSV short row', lambda u: _finetune(u, f'--config.data.train_files={u}/short_row.csv'), 1,
+     r'short_row\.csv:2: 2 column\(s\)'),
+    ('CSV unknown label', lambda u: _finetune(u, f'--config.data.train_files={u}/bad_label.csv'),
+     1, r"bad_label\.csv:2: label '7' is not one of data\.csv_labels"),
+    ('CSV extra column', lambda u: _finetune(u, f'--config.data.train_files={u}/extra_col.csv'),
+     1, r'extra_col\.csv:2: 4 columns, but line 1 has 3'),
+    ('missing CSV', lambda u: _finetune(u, f'--config.data.train_files={u}/nope.csv'), 1,
+     r'nope\.csv: no such file'),
+    # Inference on a run folder.
+    ('sample: no such run', lambda u: ['jaxlm.sample', f'--workdir={u}/nope'], 1,
+     r'--workdir=.*nope does not exist'),
+    ('evaluate: not a run', lambda u: ['jaxlm.evaluate', f'--workdir={u}/not_a_run'], 1,
+     r'--workdir=.*not_a_run holds no'),
+    ('no command', lambda u: ['jaxlm', 'bogus'], 1, r"name a command \(got 'bogus'\)"),
+]
+
+
+def _run(module_args, cwd, timeout=300):
+  return subprocess.run([sys.executable, '-m', *module_args], cwd=cwd, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize('name, argv, code, pattern', ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_is_one_line(user, name, argv, code, pattern):
+  before = _files(user)
+  out = _run(argv(user), REPO)
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == code, (name, out.stderr[-2000:])
+  assert len(lines) == 1 and lines[0].startswith('error: '), (name, out.stderr[-3000:])
+  assert 'Traceback' not in out.stderr and 'Traceback' not in out.stdout
+  import re
+  assert re.search(pattern, lines[0]), (pattern, lines[0])
+  assert _files(user) == before, name  # nothing created or changed
+
+
+def test_resume_with_fewer_steps_than_the_checkpoint_says_so_and_exits_0(user):
+  before = _files(user / 'run' / 'checkpoints')
+  out = _run(_files_main(user, f'--workdir={user}/run', '--config.train.steps=2'), REPO)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'holds checkpoint 4, at or past train.steps=2: nothing to train' in out.stdout
+  assert 'train step' not in out.stdout and out.stderr.strip() == ''
+  assert _files(user / 'run' / 'checkpoints') == before
+
+
+def test_a_rerun_after_fixing_bad_data_trains_on_the_fixed_data(tmp_path):
+  data = tmp_path / 'corpus.txt'
+  data.write_bytes('caf\xe9 au lait\n'.encode('latin-1') * 100)
+  cmd = _main('--config.data.source=files', f'--config.data.train_files={data}',
+              f'--workdir={tmp_path}/run', '--config.train.steps=2',
+              '--config.train.eval_every=2', '--config.train.eval_steps=1',
+              '--config.train.checkpoint_every=2', '--config.data.tokenizer=char')
+  out = _run(cmd, REPO)
+  assert out.returncode == 1 and 'not UTF-8' in out.stderr
+  assert not (tmp_path / 'run').exists()  # a failed start leaves no folder
+  data.write_text('xyz abc\n' * 1000)
+  out = _run(cmd, REPO)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'vocab 9' in out.stdout  # x y z ' ' a b c '\n' and the unknown id
