@@ -98,7 +98,7 @@ def _tfds_builder(cfg: DataConfig):
     raise ConfigError(f'data.text_key={cfg.text_key!r} is not a feature of {cfg.dataset};'
                       f' it has: {", ".join(features)}')
   manual_dir = cfg.manual_dir
-  if not manual_dir and not builder.is_prepared():
+  if not manual_dir and not os.path.exists(builder.data_path):  # TFDS's test for "prepared"
     manual_dir = bundled_manual_dir(cfg.dataset)
     if manual_dir:
       _log(f'data: preparing TFDS {cfg.dataset} from the copy bundled with jaxlm'
