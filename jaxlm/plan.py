@@ -48,6 +48,7 @@ class Plan:
   grads: int
   temp: int | None = None  # XLA temporaries per device; None: not compiled
   collectives: dict[str, int] | None = None  # bytes per device per step, by kind
+  scan_unroll: int = 1  # model.scan_unroll of the compiled step
 
   @property
   def state(self) -> int:
@@ -70,7 +71,7 @@ def state_bytes(c: Config, mesh) -> Plan:
                       p.zero_stage, p.remat.value),
               params=shard_bytes(abstract.params, sh.params),
               opt_state=shard_bytes(abstract.opt_state, sh.opt_state),
-              grads=shard_bytes(abstract.params, grad_sh))
+              grads=shard_bytes(abstract.params, grad_sh), scan_unroll=c.model.scan_unroll)
 
 
 def collective_bytes(hlo: str) -> dict[str, int]:
@@ -152,24 +153,33 @@ def suggest(c: Config, num_devices: int, device_memory: float,
   """The fitting layout with the least per-device state.
 
   Candidates are ranked by their exact state bytes (cheap); the first
-  `max_compiles` whose state fits are compiled to add XLA's temporaries.
+  `max_compiles` whose state fits are compiled to add XLA's temporaries. When
+  none fits with unrolled layers (model.scan_unroll > 1), the same candidates
+  are tried as a rolled loop (scan_unroll=1): XLA schedules an unrolled step's
+  layers as one straight-line body and keeps far more activations live (GPT-2
+  124M on 64 devices with remat=full: 21.18 GiB of temporaries, 5.46 GiB rolled).
   """
   ranked = sorted(((state_bytes(cand, _mesh(cand, num_devices)), cand)
                    for cand in candidates(c, num_devices)),
                   key=lambda pc: (pc[0].state, pc[1].parallel.remat is not Remat.NONE,
                                   pc[1].parallel.model))
-  for plan, cand in ranked[:max_compiles]:
-    if plan.state > device_memory:
-      return None
-    full = compile_plan(cand, _mesh(cand, num_devices))
-    if full.total <= device_memory:
-      return full
+  unrolls = [c.model.scan_unroll] + ([1] if c.model.scan_unroll > 1 else [])
+  for unroll in unrolls:
+    for plan, cand in ranked[:max_compiles]:
+      if plan.state > device_memory:
+        break
+      cand = dataclasses.replace(cand, model=dataclasses.replace(cand.model,
+                                                                 scan_unroll=unroll))
+      full = compile_plan(cand, _mesh(cand, num_devices))
+      if full.total <= device_memory:
+        return full
   return None
 
 
 def format_plan(plan: Plan) -> str:
   d, m, p, z, r = plan.layout
-  lines = [f'layout (data, model, pipeline)=({d}, {m}, {p}), zero_stage={z}, remat={r}',
+  unroll = f', scan_unroll={plan.scan_unroll}' if plan.scan_unroll > 1 else ''
+  lines = [f'layout (data, model, pipeline)=({d}, {m}, {p}), zero_stage={z}, remat={r}{unroll}',
            f'  per device: params {format_bytes(plan.params)}, optimizer state'
            f' {format_bytes(plan.opt_state)}, gradients {format_bytes(plan.grads)}']
   if plan.temp is not None:
@@ -197,7 +207,11 @@ def _plan(_) -> None:
             f' {f.device_memory} GiB per device; raise train.grad_accum_steps,'
             ' lower data.batch_size or use more devices')
     else:
-      print(f'suggested for {f.device_memory} GiB per device:')
+      rolled = best.scan_unroll < c.model.scan_unroll
+      print(f'suggested for {f.device_memory} GiB per device'
+            + (f' (model.scan_unroll=1: with {c.model.scan_unroll} unrolled layers none of'
+               ' these fits, since XLA keeps every layer\'s activations of an unrolled step;'
+               ' training with it would need the same)' if rolled else '') + ':')
       print(format_plan(best))
 
 

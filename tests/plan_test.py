@@ -82,3 +82,20 @@ def test_tensor_parallel_loss_never_gathers_the_logits():
   shapes = [m.group(1) for m in plan._OP.finditer(hlo)]
   assert shapes, 'expected collectives under tensor parallelism'
   assert not [sh for sh in shapes if re.search(rf'[\[,]{vocab}[\],]', sh)]
+
+
+def test_when_unrolled_layers_fit_nowhere_the_rolled_loop_is_tried(monkeypatch):
+  cfg = tiny_config(model__num_heads=8, model__scan_unroll=2)
+  real = plan.compile_plan
+  tried = []
+
+  def compile_plan(c, mesh):  # as measured for GPT-2: the unrolled step needs far more
+    p = real(c, mesh)
+    tried.append(c.model.scan_unroll)
+    p.temp = 10**12 if c.model.scan_unroll > 1 else p.temp
+    return p
+  monkeypatch.setattr(plan, 'compile_plan', compile_plan)
+  best = plan.suggest(cfg, 8, 4 * plan.GiB, max_compiles=1)
+  assert tried == [2, 1] and best.scan_unroll == 1
+  assert 'scan_unroll' not in plan.format_plan(best).splitlines()[0]
+  assert 'scan_unroll=2' in plan.format_plan(real(cfg, sharding.make_mesh(cfg.parallel)))
