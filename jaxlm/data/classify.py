@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import functools
 import io
 import os
@@ -136,19 +135,9 @@ def _import_tfds():
 
 @functools.cache
 def _tfds_builder(dataset: str, data_dir: str):
-  tfds = _import_tfds()
-  try:
-    builder = tfds.builder(dataset, data_dir=data_dir or None)
-  except tfds.core.registered.DatasetNotFoundError:
-    close = difflib.get_close_matches(dataset, tfds.list_builders(), n=3)
-    hint = f'did you mean {" or ".join(close)}?' if close else 'see tfds.list_builders()'
-    raise ConfigError(f'data.tfds_dataset={dataset!r} is not a TFDS dataset; {hint}') from None
-  try:
-    builder.download_and_prepare()
-  except Exception as e:  # noqa: BLE001  (TFDS raises many kinds when offline)
-    raise ConfigError(
-        f'could not prepare TFDS {dataset} ({str(e).splitlines()[0][:200]}); set'
-        ' data.tfds_data_dir to where it is prepared, or use data.source=csv') from None
+  builder = sources.tfds_builder(dataset, data_dir, 'data.tfds_dataset', instead='data.source=csv')
+  sources.prepare(builder, '', 'set data.tfds_data_dir to where it is prepared, or use'
+                  ' data.source=csv with local files')
   return builder
 
 

@@ -67,6 +67,8 @@ def _split_setting(cfg: DataConfig, split: str) -> str:
 def import_tfds(instead: str = 'data.source=files'):
   """TFDS, imported on first use (GPU images may lack TensorFlow); `instead`: the fix."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # TF only reads data here; its oneDNN notice would be a stray stderr line.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   try:
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -86,34 +88,46 @@ def _tfds_builder(cfg: DataConfig):
     raise ConfigError(
         f'data.manual_dir={cfg.manual_dir} does not exist or is empty; point it at'
         ' the folder holding the downloaded files, or set it to \'\' to download')
-  tfds = import_tfds()
-  try:
-    builder = tfds.builder(cfg.dataset, data_dir=cfg.tfds_data_dir or None)
-  except tfds.core.registered.DatasetNotFoundError:
-    close = difflib.get_close_matches(cfg.dataset, tfds.list_builders(), n=3)
-    hint = f'did you mean {" or ".join(close)}?' if close else 'see tfds.list_builders()'
-    raise ConfigError(f'data.dataset={cfg.dataset!r} is not a TFDS dataset; {hint}') from None
+  builder = tfds_builder(cfg.dataset, cfg.tfds_data_dir, 'data.dataset')
   features = list(builder.info.features.keys())
   if cfg.text_key not in features:
     raise ConfigError(f'data.text_key={cfg.text_key!r} is not a feature of {cfg.dataset};'
                       f' it has: {", ".join(features)}')
-  manual_dir = cfg.manual_dir
+  prepare(builder, cfg.manual_dir, OFFLINE_FIX)
+  return builder
+
+
+def tfds_builder(dataset: str, data_dir: str, setting: str, instead: str = 'data.source=files'):
+  """The TFDS builder of `dataset`, not yet prepared; an unknown name names `setting`."""
+  tfds = import_tfds(instead)
+  try:
+    return tfds.builder(dataset, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    close = difflib.get_close_matches(dataset, tfds.list_builders(), n=3)
+    hint = f'did you mean {" or ".join(close)}?' if close else 'see tfds.list_builders()'
+    raise ConfigError(f'{setting}={dataset!r} is not a TFDS dataset; {hint}') from None
+
+
+def prepare(builder, manual_dir: str, fix: str) -> None:
+  """Prepares a builder from manual_dir, the copy jaxlm bundles, or a download that can start.
+
+  `fix` is the offline alternative an error names.
+  """
+  tfds = import_tfds()
+  dataset = builder.name
   if not manual_dir and not os.path.exists(builder.data_path):  # TFDS's test for "prepared"
-    manual_dir = bundled_manual_dir(cfg.dataset)
+    manual_dir = bundled_manual_dir(dataset)
     if manual_dir:
-      _log(f'data: preparing TFDS {cfg.dataset} from the copy bundled with jaxlm'
+      _log(f'data: preparing TFDS {dataset} from the copy bundled with jaxlm'
            f' ({manual_dir}), not a download')
     else:
-      check_download_hosts(builder, OFFLINE_FIX)
+      check_download_hosts(builder, fix)
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
-  except OSError as e:
+  except Exception as e:  # noqa: BLE001  (TFDS raises many kinds when it cannot prepare)
     raise ConfigError(
-        f'could not prepare TFDS {cfg.dataset} ({str(e).splitlines()[0][:200]}); set'
-        ' data.manual_dir to a folder with its files, or data.tfds_data_dir to where'
-        ' it is prepared') from None
-  return builder
+        f'could not prepare TFDS {dataset} ({str(e).splitlines()[0][:200]}); {fix}') from None
 
 
 def bundled_manual_dir(dataset: str) -> str | None:

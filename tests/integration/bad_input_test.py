@@ -184,3 +184,17 @@ def test_a_rerun_after_fixing_bad_data_trains_on_the_fixed_data(tmp_path):
   out = _run(cmd, REPO)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'vocab 9' in out.stdout  # x y z ' ' a b c '\n' and the unknown id
+
+
+def test_offline_tfds_downloads_fail_fast_in_one_line(tmp_path):
+  """Pretraining and fine-tuning: a dataset that must download, with no network."""
+  env = dict(os.environ, HOME=str(tmp_path), TFDS_DATA_DIR=str(tmp_path / 'tfds'),
+             http_proxy='http://127.0.0.1:9', https_proxy='http://127.0.0.1:9')
+  for argv in (['jaxlm.finetune', '--config=experiments/agnews_classifier.py'],
+               _main('--config.data.dataset=imdb_reviews', '--config.data.eval_split=test')):
+    out = subprocess.run([sys.executable, '-m', *argv, f'--workdir={tmp_path}/run'], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, env=env)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr[-2000:]
+    assert 'cannot be reached' in lines[0] and 'offline' in lines[0], lines[0]
+    assert not (tmp_path / 'run').exists()
