@@ -25,6 +25,7 @@ if __name__ == '__main__':
   use_simulated_devices(sys.argv)
 
 import json  # noqa: E402
+import pathlib  # noqa: E402
 
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
@@ -45,8 +46,11 @@ MODEL = {
 }
 
 
+GPT_SMALL = pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'gpt_small.py'
+
+
 def config(stages: int, microbatches: int, repeats: int) -> config_lib.Config:
-  return config_lib.from_configdict(load_configdict('experiments/gpt_small.py', {
+  return config_lib.from_configdict(load_configdict(GPT_SMALL, {
       **MODEL, 'parallel.data': 1, 'parallel.pipeline': stages,
       'parallel.microbatches': microbatches, 'parallel.pipeline_repeats': repeats,
       'parallel.pipeline_schedule': 'circular' if repeats > 1 else 'gpipe'}))

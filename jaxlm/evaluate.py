@@ -42,7 +42,7 @@ from jaxlm.parallel import sharding  # noqa: E402
 from jaxlm.config import ConfigError, DataSource, TokenizerKind  # noqa: E402
 from jaxlm.model.gpt import GPT  # noqa: E402
 from jaxlm import cli  # noqa: E402
-from jaxlm.sample import load_run  # noqa: E402
+from jaxlm.inference.restore import load_run  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +106,7 @@ def metrics(nll: float, n: int, tokenizer, tokens) -> dict:
 
 def evaluate_run(workdir: str, split: str | None = None, *, quantize_to: str = 'none',
                  batch_size: int = 0) -> dict:
-  """The metrics of a run folder's latest checkpoint over `split` (default: eval split)."""
+  """The metrics of a run folder's newest readable checkpoint over `split` (default: eval split)."""
   run = load_run(workdir, quantize_to=quantize_to)
   d = run.config.data
   split = split or d.eval_split

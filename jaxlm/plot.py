@@ -16,7 +16,6 @@ notebook's own matplotlib backend is left alone. No jax import: it is quick.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -24,7 +23,9 @@ import sys
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-METRICS_FILE = 'metrics.jsonl'
+from jaxlm import rundir
+
+METRICS_FILE = rundir.METRICS_FILE
 TRAIN_KEY, EVAL_KEY = 'loss', 'eval_loss'
 _NONFINITE = {'nan', 'inf', '-inf'}  # how metrics.jsonl writes non-finite floats
 
@@ -50,36 +51,24 @@ def _warn(message: str) -> None:
 
 def read_metrics(run_dir: str) -> dict[str, list[tuple[int, float]]]:
   """Metric name -> [(step, value)] sorted by step, the last value of each step kept."""
-  path = os.path.join(run_dir, METRICS_FILE)
-  if not os.path.isdir(run_dir):
+  file = rundir.metrics_file(run_dir)
+  if not rundir.exists(run_dir):
     raise MetricsError(f'{run_dir} does not exist; pass the folder of a training run'
                        ' (python -m jaxlm.main --workdir=...)')
-  if not os.path.exists(path):
+  if not file.exists():
     raise MetricsError(f'{run_dir} holds no {METRICS_FILE}; pass the folder of a training'
                        ' run, or train until it logs a step (train.log_every)')
-  by_key: dict[str, dict[int, float]] = {}
-  rows = 0
-  with open(path, encoding='utf-8', errors='replace') as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        _warn(f'{path} line {number} is not JSON; skipped')
-        continue
-      step = row.get('step') if isinstance(row, dict) else None
-      if not isinstance(step, int) or isinstance(step, bool):
-        _warn(f'{path} line {number} has no integer "step"; skipped')
-        continue
-      rows += 1
-      for key, raw in row.items():
-        value = _value(raw)
-        if key != 'step' and value is not None:
-          by_key.setdefault(key, {})[step] = value  # a later row overwrites
+  rows = rundir.read_metrics(
+      run_dir, on_skip=lambda number, why: _warn(f'{file} line {number} {why}; skipped'))
   if not rows:
-    raise MetricsError(f'{path} is empty (no readable rows); train {run_dir} until it'
+    raise MetricsError(f'{file} is empty (no readable rows); train {run_dir} until it'
                        ' logs a step (train.log_every), or pass another run folder')
+  by_key: dict[str, dict[int, float]] = {}
+  for row in rows:
+    for key, raw in row.items():
+      value = _value(raw)
+      if key != 'step' and value is not None:
+        by_key.setdefault(key, {})[row['step']] = value  # a later row overwrites
   return {key: sorted(steps.items()) for key, steps in by_key.items()}
 
 
@@ -102,7 +91,7 @@ def plot_runs(run_dirs, out_path: str, title: str | None = None) -> str:
 def _draw(run_dirs: list[str], metrics: list[dict], out_path: str, title: str | None) -> str:
   for d, m in zip(run_dirs, metrics):
     if not m.get(TRAIN_KEY) and not m.get(EVAL_KEY):
-      raise MetricsError(f'{os.path.join(d, METRICS_FILE)} holds no "{TRAIN_KEY}" or'
+      raise MetricsError(f'{rundir.metrics_file(d)} holds no "{TRAIN_KEY}" or'
                          f' "{EVAL_KEY}" values; pass the folder of a jaxlm training run')
 
   fig = Figure(figsize=(8, 5), dpi=100)

@@ -1,4 +1,4 @@
-"""Samples text from a training run's latest checkpoint.
+"""Samples text from a training run's newest readable checkpoint.
 
   python -m jaxlm.sample --workdir=runs/gpt_small --prompt="ROMEO:" \
       [--max_new_tokens=200 --temperature=0.8 --top_k=0 --top_p=1.0 --seed=0 \
@@ -10,114 +10,28 @@ Past the context (model.max_len), each sample continues from its last
 max_len // 2 tokens and a note says so (jaxlm/inference/generate.py). Text after a
 tokenizer's end-of-document id is cut.
 
-`load_run` (also used by jaxlm/evaluate.py) restores a run folder onto a mesh
-of all local devices: the parameters in the training layout, tensor parallel
-as the run was when the devices allow it, without pipeline stages or ZeRO.
+The run folder is restored by jaxlm/inference/restore.py (`load_run`, also
+behind jaxlm/evaluate.py and `jaxlm.load`): an unreadable newest checkpoint
+is passed over for the one before it, with one line on stderr.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import jax  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
 from absl import flags  # noqa: E402
 
 from jaxlm import cli  # noqa: E402
-
-from jaxlm import config as config_lib  # noqa: E402
+from jaxlm.config import ConfigError  # noqa: E402
 from jaxlm.inference import generate  # noqa: E402
 from jaxlm.inference import quantize  # noqa: E402
+# The restore lived here before jaxlm/inference/restore.py: these names stay importable.
+from jaxlm.inference.restore import (QUANTIZE, Run, inference_mesh, load_run,  # noqa: E402,F401
+                                     read_config, restore_params)
 from jaxlm.parallel import sharding  # noqa: E402
-from jaxlm.training import steps  # noqa: E402
-from jaxlm.data import tokenizers  # noqa: E402
-from jaxlm.config import Config, ConfigError  # noqa: E402
-from jaxlm.experiments import load_configdict  # noqa: E402
-from jaxlm.model.gpt import GPT  # noqa: E402
-
-QUANTIZE = ('none', 'int8')
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """A restored run folder."""
-  config: Config
-  model: GPT
-  params: dict  # float32, or int8 QArrays with --quantize=int8
-  tokenizer: tokenizers.Tokenizer
-  step: int
-  mesh: jax.sharding.Mesh
-
-
-def read_config(workdir: str) -> Config:
-  """The run folder's config.json as a checked Config.
-
-  Settings that jaxlm gained after the run was made (outside `model`, so
-  they do not shape the parameters) take experiments/gpt_small.py's values.
-  """
-  if not os.path.isdir(workdir):
-    raise ConfigError(f'--workdir={workdir} does not exist; pass the folder of a training'
-                      ' run (python -m jaxlm.main --workdir=...)')
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise ConfigError(f'--workdir={workdir} holds no config.json; pass the run folder of a'
-                      ' jaxlm training run')
-  with open(path) as f:
-    raw = json.load(f)
-  defaults = load_configdict('experiments/gpt_small.py').to_dict()
-  for section in ('data', 'train', 'parallel'):
-    for key, value in defaults[section].items():
-      raw.get(section, {}).setdefault(key, value)
-  return config_lib.from_configdict(raw)
-
-
-def inference_mesh(c: Config) -> jax.sharding.Mesh:
-  """All local devices: the run's model axis if it divides them, the rest on data."""
-  model = c.parallel.model if c.parallel.model > 0 else 1
-  if jax.device_count() % model:
-    model = 1
-  p = dataclasses.replace(c.parallel, data=-1, model=model, pipeline=1, zero_stage=0)
-  return sharding.make_mesh(p)
-
-
-def restore_params(directory: str, step: int, model: GPT, mesh, seq_len: int):
-  """Only the parameters of a saved TrainState, placed in the training layout."""
-  boxed = steps.abstract_params(model, seq_len)
-  shardings = sharding.mesh_shardings(boxed, mesh)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          sharding.unbox_shapes(boxed), shardings)
-  restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)
-  args = ocp.args.PyTreeRestore(item={'params': abstract}, restore_args={'params': restore_args},
-                                partial_restore=True)
-  with ocp.CheckpointManager(directory) as manager:
-    return manager.restore(step, args=ocp.args.Composite(state=args))['state']['params']
-
-
-def load_run(workdir: str, *, quantize_to: str = 'none') -> Run:
-  """Config, tokenizer and the latest checkpoint's parameters; one-line ConfigErrors."""
-  if quantize_to not in QUANTIZE:
-    raise ConfigError(f'--quantize={quantize_to} is not one of: {", ".join(QUANTIZE)}')
-  c = read_config(workdir)
-  tokenizer = tokenizers.load_tokenizer(workdir)
-  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-  steps_saved = os.listdir(directory) if os.path.isdir(directory) else []
-  if not any(name.isdigit() for name in steps_saved):
-    raise ConfigError(f'--workdir={workdir} holds no checkpoint in checkpoints/; train it'
-                      ' until it saves one (train.checkpoint_every) or pass another run folder')
-  with ocp.CheckpointManager(directory) as manager:
-    step = manager.latest_step()
-  model = GPT(c.model)
-  mesh = inference_mesh(c)
-  with sharding.activate(mesh):
-    params = restore_params(directory, step, model, mesh, c.data.seq_len)
-    if quantize_to == 'int8':
-      params = quantize.quantize(params)
-  return Run(c, model, params, tokenizer, step, mesh)
 
 
 def encode_prompts(run: Run, prompts: list[str]) -> list[list[int]]:

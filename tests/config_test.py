@@ -10,8 +10,12 @@ import pytest
 from jaxlm import config as config_lib
 from jaxlm.parallel import sharding
 from jaxlm.training import steps as steps_lib
-from jaxlm.experiments import REPO, load_configdict
+from jaxlm.experiments import load_configdict
 from jaxlm.model.gpt import count_params
+from tests import testdata
+
+REPO = testdata.REPO
+GPT_SMALL = REPO / 'experiments/gpt_small.py'
 
 # Pretraining experiments (run by jaxlm.main); fine-tuning ones (with a classifier
 # section) have their own tests.
@@ -40,7 +44,7 @@ def test_every_experiment_builds_under_eval_shape(path):
 
 
 def test_gpt_small_is_nanogpts_cpu_recipe():
-  cfg = config_lib.from_configdict(load_configdict('experiments/gpt_small.py'))
+  cfg = config_lib.from_configdict(load_configdict(GPT_SMALL))
   m, d, t = cfg.model, cfg.data, cfg.train
   assert (m.num_layers, m.num_heads, m.d_model, d.seq_len, d.batch_size) == (4, 4, 128, 64, 12)
   assert (t.steps, t.learning_rate, t.beta2, m.dropout) == (2000, 1e-3, 0.99, 0.0)
@@ -63,11 +67,11 @@ def test_gpt_small_is_nanogpts_cpu_recipe():
 ])
 def test_bad_settings(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.from_configdict(load_configdict('experiments/gpt_small.py', override))
+    config_lib.from_configdict(load_configdict(GPT_SMALL, override))
 
 
 def test_unknown_setting_is_named():
-  cd = load_configdict('experiments/gpt_small.py')
+  cd = load_configdict(GPT_SMALL)
   cd.model.unlock()
   cd.model.num_layer = 3  # a typo
   with pytest.raises(config_lib.ConfigError, match=r'unknown setting\(s\) model\.num_layer'):

@@ -8,16 +8,16 @@ run folder (`tokenizer.json` names the kind; SentencePiece adds
 from __future__ import annotations
 
 import io
-import json
 import os
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from jaxlm import rundir
 from jaxlm.config import ConfigError, DataConfig, TokenizerKind
 
-SPEC_FILE = 'tokenizer.json'
-SP_MODEL_FILE = 'tokenizer.model'
+SPEC_FILE = rundir.TOKENIZER_FILE  # names kept for callers; the layout is rundir's
+SP_MODEL_FILE = rundir.TOKENIZER_MODEL_FILE
 UNK_CHAR = '\ufffd'  # how ids outside the vocabulary decode
 
 
@@ -37,10 +37,11 @@ class Tokenizer:
     raise NotImplementedError
 
   def save(self, directory: str) -> None:
-    """Writes what load_tokenizer(directory) needs."""
-    os.makedirs(directory, exist_ok=True)
-    _write_atomic(os.path.join(directory, SPEC_FILE),
-                  json.dumps(self._spec()).encode('utf-8'))
+    """Writes what load_tokenizer(directory) needs (any epath folder: local, gs://)."""
+    rundir.write_tokenizer(directory, self._spec(), self._model_file())
+
+  def _model_file(self) -> bytes | None:
+    return None
 
   def _spec(self) -> dict:
     return {'kind': self.kind.value}
@@ -139,37 +140,22 @@ class SentencePieceTokenizer(Tokenizer):
     ids = np.asarray(ids, np.int64).ravel()
     return self._sp.decode(ids[(ids >= 0) & (ids < self.vocab_size)].tolist())
 
-  def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    _write_atomic(os.path.join(directory, SP_MODEL_FILE), self.model_proto)
-    super().save(directory)  # the spec last: its presence means complete
+  def _model_file(self) -> bytes | None:
+    return self.model_proto
 
   def _spec(self) -> dict:
     return {'kind': self.kind.value, 'vocab_size': self.vocab_size}
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 def load_tokenizer(workdir: str) -> Tokenizer:
   """The tokenizer saved in a run folder."""
-  path = os.path.join(workdir, SPEC_FILE)
-  if not os.path.exists(path):
-    raise ConfigError(f'--workdir={workdir} holds no {SPEC_FILE}; pass the run folder'
-                      ' of a jaxlm training run')
-  with open(path) as f:
-    spec = json.load(f)
+  spec, model = rundir.read_tokenizer(workdir)
   kind = TokenizerKind(spec['kind'])
   if kind is TokenizerKind.CHAR:
     return CharTokenizer(spec['chars'])
   if kind is TokenizerKind.BYTE:
     return ByteTokenizer()
-  with open(os.path.join(workdir, SP_MODEL_FILE), 'rb') as f:
-    return SentencePieceTokenizer(f.read())
+  return SentencePieceTokenizer(model)
 
 
 def new_tokenizer(cfg: DataConfig, train_documents: Callable[[], Iterable[str]]) -> Tokenizer:
@@ -184,7 +170,7 @@ def new_tokenizer(cfg: DataConfig, train_documents: Callable[[], Iterable[str]])
 def build_tokenizer(cfg: DataConfig, workdir: str,
                     train_documents: Callable[[], Iterable[str]]) -> Tokenizer:
   """The run folder's tokenizer, or a new one built from the training documents."""
-  if os.path.exists(os.path.join(workdir, SPEC_FILE)):
+  if rundir.has_tokenizer(workdir):
     tokenizer = load_tokenizer(workdir)
     if tokenizer.kind is not cfg.tokenizer:
       raise ConfigError(

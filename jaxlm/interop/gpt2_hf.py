@@ -5,12 +5,14 @@
 
 `import` reads a Hugging Face GPT-2 directory (`config.json` and
 `model.safetensors`, or a sharded `model.safetensors.index.json`) and writes a
-jaxlm run folder: `config.json` (experiments/gpt2_124m.py with the
-architecture taken from the HF config) and an Orbax checkpoint at step 0
-holding the weights and a fresh optimizer state. `export` writes the latest
-checkpoint of a run with the GPT-2 architecture (model.use_bias and
-model.tie_embeddings) as a directory that `transformers.GPT2LMHeadModel
-.from_pretrained` loads. Tensors are read with `safetensors.numpy`: pickles
+jaxlm run folder: `config.json` (GPT-2 124M's run settings, `gpt2_settings()`,
+the same as experiments/gpt2_124m.py, with the architecture taken from the HF
+config) and an Orbax checkpoint at step 0 holding the weights and a fresh
+optimizer state. `export` writes the newest readable checkpoint (or --step)
+of a run with the GPT-2 architecture (model.use_bias and model.tie_embeddings)
+as a directory that `transformers.GPT2LMHeadModel.from_pretrained` loads; it
+restores as sampling does (jaxlm/inference/restore.py), passing over an
+unreadable newest checkpoint with one line. Tensors are read with `safetensors.numpy`: pickles
 (`pytorch_model.bin`) are never opened, since loading one runs its code.
 
 The two models compute the same function: HF's `gelu_new` is nn.gelu with
@@ -47,9 +49,13 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from etils import epath
 
 from jaxlm import config as config_lib
+from jaxlm import rundir
+from jaxlm.inference import restore
 from jaxlm.parallel import sharding
 from jaxlm.training import steps as steps_lib
 from jaxlm.training.checkpoint import Checkpointer
@@ -57,14 +63,13 @@ from jaxlm.config import Config, ConfigError, ModelConfig
 from jaxlm.experiments import load_configdict
 from jaxlm.model.gpt import GPT
 
-EXPERIMENT = 'experiments/gpt2_124m.py'
-CONFIG_FILE = 'config.json'
+EXPERIMENT = 'experiments/gpt2_124m.py'  # a checkout's copy of gpt2_settings()
+CONFIG_FILE = 'config.json'  # Hugging Face's, in an HF directory
 WEIGHTS_FILE = 'model.safetensors'
 INDEX_FILE = 'model.safetensors.index.json'
 PICKLE_FILES = ('pytorch_model.bin', 'pytorch_model.bin.index.json')
 TANH_GELUS = ('gelu_new', 'gelu_pytorch_tanh')  # both 0.5x(1 + tanh(...)), as nn.gelu
 LAYER_NORM_EPS = 1e-5  # jaxlm/model/gpt.py LayerNorm
-_KEEP_ALL = 2**31 - 1  # a Checkpointer that only reads: Orbax deletes old steps on save
 # Buffers that old transformers versions saved with the weights: masks, not weights.
 _BUFFER = re.compile(r'h\.\d+\.attn\.(bias|masked_bias)$')
 
@@ -228,18 +233,61 @@ def _check_param_tree(params, m: ModelConfig) -> None:
                      ' GPT-2 mapping; update params_from_hf and hf_from_params')
 
 
-def import_config(hf_dir: str, experiment: str = EXPERIMENT) -> Config:
-  """The run config: the experiment file with the architecture of the HF config."""
+def gpt2_settings() -> ml_collections.ConfigDict:
+  """GPT-2 small (124M) on lm1b: an import's run settings, the same as experiments/gpt2_124m.py."""
+  c = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict(dict(
+      num_layers=12, num_heads=12, d_model=768, d_ff=3072, max_len=1024,
+      dropout=0.0, dtype='bfloat16', vocab_size=50304, vocab_multiple=128,
+      tie_embeddings=True, use_bias=True,
+      attention='auto', scan_unroll=12,
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      source='tfds', dataset='lm1b', text_key='text',
+      train_split='train', eval_split='test', manual_dir='',
+      tfds_data_dir='', train_files='', eval_files='',
+      tokenizer='sentencepiece', vocab_size=50257, seq_len=1024,
+      batch_size=512,
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=20000, learning_rate=6e-4, min_lr_ratio=0.1, warmup_steps=700,
+      weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
+      grad_accum_steps=1, seed=0, log_every=50, eval_every=1000,
+      eval_steps=50, checkpoint_every=1000, keep_checkpoints=3,
+      sample_prompt='The', sample_tokens=100, sample_temperature=0.8,
+      on_nonfinite='skip', spike_factor=3.0,
+  ))
+  c.parallel = ml_collections.ConfigDict(dict(
+      data=-1, model=1, pipeline=1, zero_stage=0, remat='none',
+      microbatches=1, pipeline_schedule='gpipe', pipeline_repeats=1))
+  c.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
+  return c
+
+
+def import_config(hf_dir: str, experiment: str | None = None, *, dtype: str | None = None
+                  ) -> Config:
+  """The run config: gpt2_settings() (or an experiment file) with the HF architecture.
+
+  dtype sets model.dtype, the compute dtype (parameters are float32).
+  """
   model = read_hf_config(hf_dir)
-  try:
-    cd = load_configdict(experiment)
-  except FileNotFoundError:
-    raise ConfigError(f'--config={experiment} does not exist; pass an experiment file such'
-                      f' as {EXPERIMENT}') from None
-  overrides = {f'model.{k}': v for k, v in model.items()}
-  overrides['data.vocab_size'] = model['vocab_size']  # a tokenizer trained later matches
-  overrides['data.seq_len'] = min(cd.data.seq_len, model['max_len'])
-  return config_lib.from_configdict(load_configdict(experiment, overrides))
+  if experiment is None:
+    cd = gpt2_settings()
+  else:
+    try:
+      cd = load_configdict(experiment)
+    except FileNotFoundError:
+      raise ConfigError(f'--config={experiment} does not exist (from {os.getcwd()}); pass an'
+                        ' experiment file, or none for the GPT-2 124M settings') from None
+  if dtype is not None and dtype not in restore.DTYPES:
+    raise ConfigError(f'dtype={dtype!r} is not one of: {", ".join(restore.DTYPES)} (None:'
+                      f' {cd.model.dtype}, the settings\' model.dtype)')
+  cd.model.update({k: v for k, v in model.items()})
+  if dtype is not None:
+    cd.model.dtype = dtype
+  cd.data.vocab_size = model['vocab_size']  # a tokenizer trained later matches
+  cd.data.seq_len = min(cd.data.seq_len, model['max_len'])
+  return config_lib.from_configdict(cd)
 
 
 def _plain_layout(c: Config) -> tuple[Config, jax.sharding.Mesh]:
@@ -251,15 +299,20 @@ def _plain_layout(c: Config) -> tuple[Config, jax.sharding.Mesh]:
 
 
 def _refuse_existing(path: str, flag: str, what: str) -> None:
-  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+  p = epath.Path(path)
+  if p.exists() and (not p.is_dir() or any(True for _ in p.iterdir())):
     raise ConfigError(f'--{flag}={path} already exists and is not empty; {what} never'
                       ' overwrites: pass a new folder')
 
 
-def import_hf(hf_dir: str, workdir: str, experiment: str = EXPERIMENT) -> Config:
-  """Writes a jaxlm run folder (config.json, checkpoint at step 0) from a HF directory."""
+def import_hf(hf_dir: str, workdir: str, experiment: str | None = None, *,
+              dtype: str | None = None) -> Config:
+  """Writes a jaxlm run folder (config.json, checkpoint at step 0) from a HF directory.
+
+  experiment: a file of the other run settings (default: gpt2_settings()).
+  """
   _refuse_existing(workdir, 'workdir', 'import')
-  c = import_config(hf_dir, experiment)
+  c = import_config(hf_dir, experiment, dtype=dtype)
   tensors = read_hf_tensors(hf_dir)
   check_tensors(tensors, c.model, hf_dir)
   params = params_from_hf(tensors, c.model)
@@ -277,45 +330,35 @@ def import_hf(hf_dir: str, workdir: str, experiment: str = EXPERIMENT) -> Config
         rng=jax.device_put(train_rng, s.state_shardings.rng),
         nonfinite=jax.device_put(jnp.zeros((), jnp.int32), s.state_shardings.nonfinite))
   config_dict = config_lib.to_dict(c)
-  os.makedirs(workdir, exist_ok=True)
+  rundir.make(workdir)
   ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
   ckpt.save(0, state, config_dict, force=True)
   ckpt.wait()
   ckpt.close()
-  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-    json.dump(config_dict, f, indent=2)
+  rundir.write_config_dict(workdir, config_dict)
   return c
 
 
 # ---------------------------------------------------------------- jaxlm -> HF
 
 
-def _saved_run(workdir: str, step: int | None) -> tuple[Checkpointer, int, Config]:
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise ConfigError(f'--workdir={workdir} holds no checkpoints/; pass the folder of a'
-                      ' jaxlm run or import')
-  ckpt = Checkpointer(workdir, keep=_KEEP_ALL, every=1)
-  step = ckpt.latest_step() if step is None else step
-  if step is None or not os.path.isdir(os.path.join(ckpt.directory, str(step))):
-    raise ConfigError(f'{ckpt.directory} has no checkpoint{"" if step is None else f" {step}"};'
-                      ' pass --step=N of a saved step, or none for the latest')
-  return ckpt, step, config_lib.from_configdict(ckpt.saved_config(step))
-
-
-def _restore_params(ckpt: Checkpointer, step: int, c: Config):
-  layout, mesh = _plain_layout(c)
-  with sharding.activate(mesh):
-    state = ckpt.restore(step, steps_lib.build(layout, mesh).abstract_state)
-  return state.params
-
-
 def load_run(workdir: str, step: int | None = None) -> tuple[Config, dict]:
-  """The config and params (canonical layer order, one device) of a run's checkpoint."""
-  ckpt, step, c = _saved_run(workdir, step)
-  try:
-    return c, _restore_params(ckpt, step, c)
-  finally:
-    ckpt.close()
+  """The config and params (canonical layer order, one device, numpy) of a run's checkpoint.
+
+  The newest readable one by default (one line on stderr when it passes one over).
+  """
+  if not rundir.has_checkpoints(workdir):
+    raise ConfigError(f'--workdir={workdir} holds no checkpoint in checkpoints/; pass the'
+                      ' folder of a jaxlm run or import')
+  c = restore.read_config(workdir)
+  layout, mesh = _plain_layout(c)
+  directory = str(rundir.checkpoints_dir(workdir))
+  model = GPT(layout.model)
+  with sharding.activate(mesh):
+    _, params = restore.restore_newest(
+        workdir, lambda s: restore.restore_params(directory, s, model, mesh, c.data.seq_len),
+        step=step)
+  return c, params
 
 
 def check_exportable(m: ModelConfig) -> None:
@@ -365,15 +408,16 @@ def hf_config(m: ModelConfig) -> dict:
 
 
 def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
-  """Writes a run's checkpoint as a HF GPT-2 directory (config.json, model.safetensors)."""
+  """Writes a run's checkpoint as a HF GPT-2 directory (config.json, model.safetensors).
+
+  The newest readable checkpoint by default, or `step`.
+  """
   st = _safetensors()
   _refuse_existing(out_dir, 'out_dir', 'export')
-  ckpt, step, c = _saved_run(workdir, step)
-  try:
-    check_exportable(c.model)
-    tensors = hf_from_params(_restore_params(ckpt, step, c), c.model)
-  finally:
-    ckpt.close()
+  if rundir.has_checkpoints(workdir):
+    check_exportable(restore.read_config(workdir).model)  # before reading any weights
+  c, params = load_run(workdir, step)
+  tensors = hf_from_params(params, c.model)
   # Written next to out_dir and renamed into place: never a half-written directory.
   tmp = f'{out_dir.rstrip(os.sep)}.tmp{os.getpid()}'
   os.makedirs(tmp)
@@ -401,15 +445,18 @@ def main() -> None:
   workdir = flags.DEFINE_string('workdir', None, 'jaxlm run folder (import makes a new one).')
   out_dir = flags.DEFINE_string('out_dir', None, 'export: new Hugging Face directory.')
   experiment = flags.DEFINE_string(
-      'config', EXPERIMENT, 'import: experiment file of the run settings; the HF config'
-      ' sets the architecture.')
-  step = flags.DEFINE_integer('step', None, 'export: checkpoint step (default: the latest).')
+      'config', None, 'import: experiment file of the run settings (default: GPT-2 124M\'s,'
+      f' as {EXPERIMENT}); the HF config sets the architecture.')
+  dtype = flags.DEFINE_string('dtype', None, 'import: compute dtype (model.dtype), e.g.'
+                              ' float32; default: the settings\'.')
+  step = flags.DEFINE_integer('step', None,
+                              'export: checkpoint step (default: the newest readable).')
 
   def run(command: str) -> str:
     if command == 'import':
       if not hf_dir.value or not workdir.value:
         raise ConfigError('import needs --hf_dir=DIR and --workdir=RUN')
-      c = import_hf(hf_dir.value, workdir.value, experiment.value)
+      c = import_hf(hf_dir.value, workdir.value, experiment.value, dtype=dtype.value)
       return (f'imported {hf_dir.value} -> {workdir.value}: checkpoint at step 0,'
               f' {c.model.num_layers} layers, vocab {c.model.vocab_size}')
     if not workdir.value or not out_dir.value:

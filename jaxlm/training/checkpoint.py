@@ -11,28 +11,113 @@ A save cut short by a kill leaves only that temporary folder; the next run
 moves it to `{workdir}/checkpoints_set_aside/` and says so. A finished
 checkpoint that cannot be read is moved there too, and the one before it is
 used. Nothing is deleted except by `keep`.
+
+`newest_readable` is that fall-back for anyone who restores: training here
+(which moves the unreadable checkpoint aside) and inference
+(jaxlm/inference/restore.py, which moves nothing).
 """
 
 from __future__ import annotations
 
-import os
+import logging
+import sys
 import time
+from typing import Callable, Iterable, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
+from jaxlm import rundir
 from jaxlm.config import EXECUTION_ONLY, ConfigError
 from jaxlm.training.metrics import log
 
 _TMP_MARK = '.orbax-checkpoint-tmp'
+T = TypeVar('T')
+
+
+def describe_error(e: BaseException) -> str:
+  """A library error in one short line: its type and the gist, without TensorStore's spec."""
+  text = str(e).strip()
+  text = text.splitlines()[0] if text else ''
+  text = text.split(' [tensorstore_spec')[0].strip()
+  parts = text.split(': ')
+  if len(text) > 160 and len(parts) > 2:  # "CODE: Error opening ...: ...: what went wrong"
+    text = f'{parts[0]}: {parts[-1]}'
+  if len(text) > 200:
+    text = text[:197] + '...'
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
+class _LateReadReports(logging.Filter):
+  """asyncio's "exception was never retrieved" reports of the reads a failed restore left."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    return not ('never retrieved' in text and ('orbax' in text or 'tensorstore' in text))
+
+
+def _quiet_failed_restore_reports() -> None:
+  """Keeps what a caught restore failure leaves behind off the terminal.
+
+  When one read fails, Orbax closes its asyncio loop while TensorStore is
+  still finishing the others: each late callback reports "Event loop is
+  closed" through sys.unraisablehook, and reads that failed unawaited are
+  logged by asyncio as "exception was never retrieved", a traceback per array
+  on stderr, though the error itself was caught and summarised. Only those
+  reports are dropped; anything else goes where it went before.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'jaxlm_quiet', False):
+    return
+
+  def hook(args):
+    if isinstance(args.exc_value, RuntimeError) and str(args.exc_value) == 'Event loop is closed':
+      return
+    previous(args)
+
+  hook.jaxlm_quiet = True
+  sys.unraisablehook = hook
+  logging.getLogger('asyncio').addFilter(_LateReadReports())
+
+
+def newest_readable(steps: Iterable[int], restore: Callable[[int], T], where: str
+                    ) -> tuple[int, T, tuple[int, str] | None]:
+  """(step, restore(step), None) for the newest step; if that one fails, the one before it.
+
+  Then the third item is (the unreadable step, why in one line). Only the two
+  newest are tried: when both fail the cause is not one bad file (more likely
+  a changed state layout), and a ConfigError says so. Library errors are
+  summarised in the message, never printed.
+  """
+  steps = sorted(steps, reverse=True)
+  if not steps:
+    raise ValueError('newest_readable needs at least one step')
+  _quiet_failed_restore_reports()
+  try:
+    return steps[0], restore(steps[0]), None
+  except Exception as e:  # noqa: BLE001  any reason it cannot be read
+    why = describe_error(e)
+  if len(steps) == 1:
+    raise ConfigError(
+        f'checkpoint {steps[0]} in {where} cannot be restored ({why}); use the code version'
+        ' that wrote it, or move it away (training then starts afresh)')
+  try:
+    value = restore(steps[1])
+  except Exception:  # noqa: BLE001
+    raise ConfigError(
+        f'checkpoints {steps[0]} and {steps[1]} in {where} cannot be restored ({why}); was'
+        ' the state layout changed? Use the code version that wrote them or a new --workdir'
+        ) from None
+  return steps[1], value, (steps[0], why)
 
 
 class Checkpointer:
   """Saves every `every` steps and at the end; keeps the last `keep`."""
 
   def __init__(self, workdir: str, *, keep: int, every: int):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    self.aside = os.path.abspath(os.path.join(workdir, 'checkpoints_set_aside'))
+    self.directory = str(rundir.checkpoints_dir(workdir))
+    self.aside = rundir.set_aside_dir(workdir)
     self.every = every
     self._set_aside_unfinished()
     self._manager = ocp.CheckpointManager(
@@ -42,18 +127,19 @@ class Checkpointer:
     )
 
   def _move_aside(self, name: str) -> str:
-    target = os.path.join(self.aside, f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
+    target = self.aside / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
     if jax.process_index() == 0:
-      os.makedirs(self.aside, exist_ok=True)
-      os.rename(os.path.join(self.directory, name), target)
+      self.aside.mkdir(parents=True, exist_ok=True)
+      (epath.Path(self.directory) / name).rename(target)
     _sync('jaxlm_checkpoint_set_aside')
-    return target
+    return str(target)
 
   def _set_aside_unfinished(self) -> None:
     """Moves the temporary folders of saves that never finished out of the way."""
-    if not os.path.isdir(self.directory):
+    directory = epath.Path(self.directory)
+    if not directory.is_dir():
       return
-    for name in sorted(os.listdir(self.directory)):
+    for name in sorted(p.name for p in directory.iterdir()):
       if _TMP_MARK in name:
         target = self._move_aside(name)
         log(f'checkpoint {name.split(".")[0]} was never finished (the run was stopped while'
@@ -92,34 +178,21 @@ class Checkpointer:
     """(step, state) of the newest checkpoint that restores; (None, None) if none.
 
     An unreadable newest checkpoint is moved aside when the one before it
-    restores. If that one fails too, the cause is not one bad file (more
-    likely a changed state layout): nothing is moved and the error is raised.
+    restores (newest_readable); if that one fails too, nothing is moved and a
+    ConfigError is raised.
     """
-    steps = sorted(self._manager.all_steps(), reverse=True)
+    steps = self._manager.all_steps()
     if not steps:
       return None, None
-    try:
-      return steps[0], self.restore(steps[0], abstract_state)
-    except Exception as e:  # noqa: BLE001  any reason it cannot be read
-      error = e
-    if len(steps) == 1:
-      raise ConfigError(
-          f'checkpoint {steps[0]} in {self.directory} cannot be restored'
-          f' ({type(error).__name__}: {str(error).splitlines()[0][:200]}); move it away'
-          ' to start afresh, or use the code version that wrote it')
-    try:
-      state = self.restore(steps[1], abstract_state)
-    except Exception:  # noqa: BLE001
-      raise ConfigError(
-          f'checkpoints {steps[0]} and {steps[1]} in {self.directory} cannot be restored'
-          f' ({type(error).__name__}: {str(error).splitlines()[0][:200]}); was the state'
-          ' layout changed? Use the code version that wrote them or a new --workdir'
-          ) from None
-    target = self._move_aside(str(steps[0]))
-    self._manager.reload()
-    log(f'checkpoint {steps[0]} is unreadable ({type(error).__name__}); moved to'
-        f' {target}; resuming from checkpoint {steps[1]}')
-    return steps[1], state
+    step, state, unreadable = newest_readable(
+        steps, lambda s: self.restore(s, abstract_state), self.directory)
+    if unreadable is not None:
+      bad, why = unreadable
+      target = self._move_aside(str(bad))
+      self._manager.reload()
+      log(f'checkpoint {bad} is unreadable ({why}); moved to {target}; resuming from'
+          f' checkpoint {step}')
+    return step, state
 
   def restore(self, step: int, abstract_state):
     """Restores the state into the shardings carried by `abstract_state`."""

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import math
-import os
 import sys
 
 import jax
 
+from jaxlm import rundir
 from jaxlm.config import ProfileConfig
-
-
-def _ends_with_newline(path: str) -> bool:
-  with open(path, 'rb') as f:
-    f.seek(-1, os.SEEK_END)
-    return f.read(1) == b'\n'
 
 
 class MetricWriter:
@@ -31,12 +24,9 @@ class MetricWriter:
     self._jsonl = None
     self._tb = None
     if self.enabled:
-      path = os.path.join(workdir, 'metrics.jsonl')
-      self._jsonl = open(path, 'a')
-      if self._jsonl.tell() and not _ends_with_newline(path):
-        self._jsonl.write('\n')  # a row cut short by a crash stays on a line of its own
+      self._jsonl = rundir.open_metrics(workdir)
       from tensorboardX import SummaryWriter  # no TensorFlow needed
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = SummaryWriter(str(rundir.tensorboard_dir(workdir)))
 
   def write(self, step: int, values: dict) -> None:
     if not self.enabled:
@@ -97,7 +87,7 @@ class StepTrace:
   def __init__(self, profile: ProfileConfig, workdir: str):
     self.first, self.end = profile.start_step, profile.start_step + profile.num_steps
     self.workdir = workdir
-    self.directory = os.path.join(workdir, 'profile')
+    self.directory = str(rundir.profile_dir(workdir))
     self.active = False
     self.traced = (0, 0)  # first and last step dispatched inside the trace
 
@@ -119,8 +109,9 @@ class StepTrace:
       return
     self.active = False
     jax.profiler.stop_trace()
-    sessions = glob.glob(os.path.join(self.directory, 'plugins', 'profile', '*'))
-    where = max(sessions, key=os.path.getmtime) if sessions else self.directory
+    # Session folders are named by their start time: the greatest name is the newest.
+    sessions = [str(p) for p in rundir.profile_dir(self.workdir).glob('plugins/profile/*')]
+    where = max(sessions) if sessions else self.directory
     log(f'profile of steps {self.traced[0]}..{self.traced[1]} -> {where}; view it with'
         f' `tensorboard --logdir {self.workdir}` (Profile tab) or open its .trace.json.gz'
         ' at ui.perfetto.dev')

@@ -26,7 +26,8 @@ from jaxlm.training.health import NonFiniteHalt
 from tests import testdata
 
 TASKS = ['lm', 'classify']
-EXPERIMENT = {'lm': 'experiments/gpt_small.py', 'classify': 'experiments/agnews_classifier.py'}
+EXPERIMENT = {'lm': str(testdata.REPO / 'experiments/gpt_small.py'),
+              'classify': str(testdata.REPO / 'experiments/agnews_classifier.py')}
 TOKENS_KEY = {'lm': 'inputs', 'classify': 'tokens'}
 TASK_CLASS = {'lm': lm.LanguageModelling, 'classify': classify.Classification}
 WORDS = [['goal', 'match', 'team', 'cup'], ['vote', 'war', 'treaty', 'king'],

@@ -23,6 +23,7 @@ from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.config import ConfigError
 from jaxlm.experiments import load_configdict
 from jaxlm.model.gpt import GPT
+from tests import testdata
 
 # Sizes that differ from each other, so a transposed or misread tensor cannot
 # pass: V 101 (odd, unpadded), T 32, D 64, F 80, H 4, K 16.
@@ -94,7 +95,7 @@ def test_jaxlm_main_can_resume_the_import(run):
   overrides = {'model.num_layers': 2, 'model.num_heads': 4, 'model.d_model': 64,
                'model.d_ff': 80, 'model.max_len': 32, 'model.vocab_size': 101,
                'data.seq_len': 32}
-  c = config_lib.from_configdict(load_configdict(gpt2_hf.EXPERIMENT, overrides))
+  c = config_lib.from_configdict(load_configdict(testdata.REPO / gpt2_hf.EXPERIMENT, overrides))
   ckpt = Checkpointer(run, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
   ckpt.check_compatible(config_lib.to_dict(c))
   assert ckpt.latest_step() == 0
@@ -114,6 +115,12 @@ def test_jaxlm_main_can_resume_the_import(run):
   assert int(state.step) == 0
   with open(os.path.join(run, 'config.json')) as f:
     assert json.load(f)['model'] == config_lib.to_dict(c)['model']
+
+
+def test_import_settings_are_the_gpt2_124m_experiment():
+  # Built in, so that an installed jaxlm imports without a checkout's experiments/.
+  assert (gpt2_hf.gpt2_settings().to_dict()
+          == load_configdict(testdata.REPO / gpt2_hf.EXPERIMENT).to_dict())
 
 
 def test_export_round_trips_exactly(hf, run, tmp_path):
@@ -182,9 +189,9 @@ def test_missing_and_pickled_inputs_are_one_line_errors(hf, tmp_path):
     with pytest.raises(ConfigError, match=message) as e:
       gpt2_hf.import_hf(hf_dir, str(tmp_path / 'run'))
     assert '\n' not in str(e.value)
-  with pytest.raises(ConfigError, match=r'holds no checkpoints/'):
+  with pytest.raises(ConfigError, match=r'holds no checkpoint in checkpoints/'):
     gpt2_hf.export_hf(str(tmp_path / 'empty'), str(tmp_path / 'out'))
-  config = config_lib.from_configdict(load_configdict('experiments/gpt_small.py'))
+  config = config_lib.from_configdict(load_configdict(testdata.REPO / 'experiments/gpt_small.py'))
   with pytest.raises(ConfigError, match=r'model\.use_bias=False'):
     gpt2_hf.check_exportable(dataclasses.replace(config.model, use_bias=False))
 

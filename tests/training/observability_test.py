@@ -24,7 +24,7 @@ from jaxlm.training import loop as train
 from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.experiments import load_configdict
 from jaxlm.training.metrics import StepTrace, device_memory
-from tests.configs import tiny_config
+from tests.configs import GPT_SMALL, tiny_config
 
 
 def _config(shakespeare_dir, tfds_dir, **overrides):
@@ -179,7 +179,7 @@ def test_the_trace_is_closed_when_a_nonfinite_step_halts_the_run(tmp_path, shake
 ])
 def test_bad_profile_settings(override, match):
   with pytest.raises(config_lib.ConfigError, match=match) as e:
-    config_lib.from_configdict(load_configdict('experiments/gpt_small.py', override))
+    config_lib.from_configdict(load_configdict(GPT_SMALL, override))
   assert '\n' not in str(e.value)
 
 
