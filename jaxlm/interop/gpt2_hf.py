@@ -439,6 +439,7 @@ def main() -> None:
   """The command line: import|export and flags; bad input prints one line, exits 1."""
   from absl import flags  # (not needed when imported)
 
+  import jaxlm  # the verbs are the Python API's jaxlm.import_hf and jaxlm.export_hf
   from jaxlm import cli
 
   hf_dir = flags.DEFINE_string('hf_dir', None, 'import: Hugging Face GPT-2 directory.')
@@ -456,12 +457,13 @@ def main() -> None:
     if command == 'import':
       if not hf_dir.value or not workdir.value:
         raise ConfigError('import needs --hf_dir=DIR and --workdir=RUN')
-      c = import_hf(hf_dir.value, workdir.value, experiment.value, dtype=dtype.value)
+      c = jaxlm.import_hf(hf_dir.value, workdir.value, dtype=dtype.value,
+                          experiment=experiment.value)
       return (f'imported {hf_dir.value} -> {workdir.value}: checkpoint at step 0,'
               f' {c.model.num_layers} layers, vocab {c.model.vocab_size}')
     if not workdir.value or not out_dir.value:
       raise ConfigError('export needs --workdir=RUN and --out_dir=DIR')
-    export_hf(workdir.value, out_dir.value, step.value)
+    jaxlm.export_hf(workdir.value, out_dir.value, step=step.value)
     return f'exported {workdir.value} -> {out_dir.value}'
 
   def _main(args):

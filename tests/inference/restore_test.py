@@ -3,9 +3,9 @@
 A tiny run is trained in-process (checkpoints 4 and 8), then copied with
 checkpoint 8's data files truncated to half, as a disk that filled up while
 saving leaves them. Each way in — `python -m jaxlm.sample`, `python -m
-jaxlm.evaluate`, `python -m jaxlm.hf export` — runs as a user runs it, in a
-fresh process, and must fall back to checkpoint 4 with exactly one line on
-stderr and no traceback.
+jaxlm.evaluate`, `python -m jaxlm.hf export` and `jaxlm.load` — runs as a
+user runs it, in a fresh process, and must fall back to checkpoint 4 with
+exactly one line on stderr and no traceback.
 """
 
 import os
@@ -102,6 +102,14 @@ def test_export_falls_back_with_one_line(runs, tmp_path):
   assert sorted(exported) == sorted(expected)
   for name, x in expected.items():
     np.testing.assert_array_equal(exported[name], x, err_msg=name)
+
+
+def test_jaxlm_load_falls_back_with_one_line(runs, tmp_path):
+  _, broken = runs
+  script = f'import jaxlm\nprint(jaxlm.load({broken!r}).step)\n'
+  result = _run(['-c', script], tmp_path)
+  _one_warning(result)
+  assert result.stdout.split() == ['4']
 
 
 def test_fallback_gives_the_previous_checkpoint(runs):
