@@ -98,3 +98,13 @@ def test_a_logical_axis_without_a_rule_is_an_error():
     sharding.mesh_shardings(boxed, mesh)
   with sharding.activate(mesh), pytest.raises(ValueError, match='did not match a rule'):
     jax.jit(lambda x: sharding.constrain(x, ('batch', 'typo_axis')))(jnp.zeros((8, 4)))
+
+
+def test_experiment_paths_are_relative_to_the_current_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # never looked up next to the package
+  with pytest.raises(FileNotFoundError, match=r'no experiment file experiments/gpt_small\.py'):
+    load_configdict('experiments/gpt_small.py')
+  (tmp_path / 'experiments').symlink_to(REPO / 'experiments')
+  assert load_configdict('experiments/gpt_small.py').model.num_layers == 4
+  csv = load_configdict('experiments/agnews_classifier.py:csv')  # FILE.py:VARIANT, as --config
+  assert csv.data.source == 'csv'

@@ -8,6 +8,7 @@ user runs it, in a fresh process, and must fall back to checkpoint 4 with
 exactly one line on stderr and no traceback.
 """
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from jaxlm import config as config_lib
 from jaxlm.config import ConfigError
 from jaxlm.inference import restore
 from jaxlm.interop import gpt2_hf
@@ -140,3 +142,24 @@ def test_two_unreadable_checkpoints_are_one_line_error(runs, tmp_path):
   with pytest.raises(ConfigError, match=r'^checkpoints 8 and 4 in \S+ cannot be restored') as e:
     restore.load_run(both)
   assert '\n' not in str(e.value)
+
+
+def test_an_old_run_config_reads_with_defaults_in_code(runs, tmp_path, monkeypatch):
+  intact, _ = runs
+  with open(os.path.join(intact, 'config.json')) as f:
+    raw = json.load(f)
+  for key in restore.LATER_SETTINGS['train']:
+    del raw['train'][key]
+  for key in restore.LATER_SETTINGS['parallel']:
+    del raw['parallel'][key]
+  del raw['profile']
+  old = tmp_path / 'old'
+  old.mkdir()
+  (old / 'config.json').write_text(json.dumps(raw))
+  monkeypatch.chdir(tmp_path)  # no experiments/ here: nothing may be read from a checkout
+  c = restore.read_config(str(old))
+  assert c.train.on_nonfinite is config_lib.NonFinite.SKIP and c.train.spike_factor == 0.0
+  assert (c.parallel.zero_stage, c.parallel.remat, c.parallel.pipeline_repeats) == (
+      0, config_lib.Remat.NONE, 1)
+  assert c.profile == config_lib.PROFILE_OFF
+  assert c.model == restore.read_config(intact).model
