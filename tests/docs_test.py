@@ -63,7 +63,7 @@ HELP_FLAG = {'jaxlm.plot': '--help'}  # argparse; the rest are absl
 EXECUTED_ELSEWHERE = {
     'python -m jaxlm.main --config=experiments/gpt_small.py --config.model.num_heads=3':
         'tests/integration/train_test.py::test_main_prints_one_line_errors',
-    'python -m pytest -q': '.ci/run',
+    'python -m pytest -q -n auto --maxprocesses=4': '.ci/run',
 }
 
 
@@ -485,7 +485,8 @@ def test_readme_is_short_and_keeps_the_ci_command():
   readme = (REPO / 'README.md').read_text()
   lines = readme.count('\n')
   assert lines <= README_MAX_LINES, f'README.md has {lines} lines; move detail into docs/'
-  assert '```bash\npython -m pytest -q\n```' in readme  # .ci/run runs this command
+  ci = '```bash\npython -m pytest -q -n auto --maxprocesses=4\n```'
+  assert ci in readme  # .ci/run runs this command
 
 
 # --- Links -------------------------------------------------------------------

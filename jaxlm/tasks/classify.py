@@ -12,8 +12,6 @@ on the pads after them, and pooling reads only real tokens.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +21,11 @@ import orbax.checkpoint as ocp
 from flax import linen as nn
 
 from jaxlm import config as config_lib
+from jaxlm import rundir
 from jaxlm.config import Config, ConfigError, ModelConfig, Pooling
 from jaxlm.data import classify as classify_data
 from jaxlm.data import tokenizers
+from jaxlm.inference import restore
 from jaxlm.model.gpt import GPT
 from jaxlm.parallel import sharding
 from jaxlm.tasks import classify_metrics as cm_lib
@@ -125,19 +125,20 @@ class PretrainedRun:
 def open_pretrained(path: str) -> PretrainedRun:
   """Reads a run folder's model config, tokenizer and latest step; checks they exist."""
   setting = f'classifier.init_from={path}'
-  if not os.path.isdir(path):
+  if not rundir.exists(path):
     raise ConfigError(f'{setting}: no such folder; pass a jaxlm pretraining run folder'
                       ' (config.json, tokenizer.json, checkpoints/)')
-  for name in ('config.json', tokenizers.SPEC_FILE, 'checkpoints'):
-    if not os.path.exists(os.path.join(path, name)):
+  for name, present in ((rundir.CONFIG_FILE, rundir.config_file(path).exists()),
+                        (rundir.TOKENIZER_FILE, rundir.has_tokenizer(path)),
+                        (rundir.CHECKPOINTS_DIR, rundir.checkpoints_dir(path).exists())):
+    if not present:
       raise ConfigError(f'{setting} holds no {name}; pass the folder of a jaxlm'
                         ' pretraining run (python -m jaxlm.main --workdir=...)')
-  config_path = os.path.join(path, 'config.json')
+  config_path = str(rundir.config_file(path))
+  raw = rundir.read_config_dict(path)
   try:
-    with open(config_path) as f:
-      raw = json.load(f)
     model_raw = raw['model']
-  except (json.JSONDecodeError, KeyError, TypeError) as e:
+  except (KeyError, TypeError) as e:
     raise ConfigError(f'{config_path} is not a jaxlm run config ({e!r});'
                       ' pass the folder of a jaxlm pretraining run') from None
   model = config_lib.section(ModelConfig, model_raw, f'{config_path}: model')
@@ -167,12 +168,7 @@ def with_pretrained_model(c: Config, run: PretrainedRun) -> Config:
 
 
 def _reader(run_dir: str) -> ocp.CheckpointManager:
-  # Handlers for the items jaxlm.training.checkpoint writes; nothing is created or saved.
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(run_dir, 'checkpoints')),
-      options=ocp.CheckpointManagerOptions(create=False),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
-                     'meta': ocp.JsonCheckpointHandler()})
+  return restore.reader(str(rundir.checkpoints_dir(run_dir)))
 
 
 def restore_gpt_params(run: PretrainedRun, abstract_gpt):

@@ -6,12 +6,12 @@ Dimension key as in jaxlm/model/gpt.py.
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 
 from jaxlm import config as config_lib
+from jaxlm import rundir
 from jaxlm.config import Config
 from jaxlm.data import lm as data_lib
 from jaxlm.data import tokenizers
@@ -114,6 +114,5 @@ class LanguageModelling(Task):
     text = t.sample_prompt + self.tokenizer.decode(ids)
     log('sample:\n' + text)
     if jax.process_index() == 0:
-      with open(os.path.join(workdir, 'sample.txt'), 'w') as f:
-        f.write(text + '\n')
+      rundir.write_sample(workdir, text)
     result['sample'] = text

@@ -11,14 +11,13 @@ the progress line. Bad settings stop with a ConfigError before any work.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import tempfile
 import time
 
 import jax
 
-from jaxlm import tasks
+from jaxlm import rundir, tasks
 from jaxlm.config import Config, ConfigError, to_dict
 from jaxlm.parallel import pipeline
 from jaxlm.parallel import sharding
@@ -52,13 +51,10 @@ def evaluate(s: steps_lib.Steps, task: tasks.Task, params, batches) -> dict:
   return task.eval_metrics(jax.device_get(outputs))
 
 
-def _has_checkpoints(workdir: str) -> bool:
-  path = os.path.join(workdir, 'checkpoints')
-  return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
-
-
 def _check_workdir(workdir: str) -> None:
-  """A run folder that cannot be one: one line, before any work."""
+  """A run folder that cannot be one: one line, before any work (local folders)."""
+  if not rundir.is_local(workdir):
+    return  # an object store (gs://...): its folders need no making
   probe = workdir
   while probe and not os.path.exists(probe):
     probe = os.path.dirname(probe)
@@ -87,7 +83,7 @@ def run(c: Config, workdir: str | None = None) -> dict:
   task = tasks.make(c)
   mesh = sharding.make_mesh(c.parallel)
   sharding.check_layout(c, mesh)
-  resuming = _has_checkpoints(workdir)
+  resuming = rundir.has_checkpoints(workdir)
   c = task.prepare(workdir, resuming)
   sharding.check_layout(c, mesh)  # the resolved vocabulary, a pretrained architecture
   config_dict = to_dict(c)
@@ -102,12 +98,11 @@ def run(c: Config, workdir: str | None = None) -> dict:
       saved = None
     if saved is not None:
       task.check_resumable(saved, latest, ckpt.directory)
-  os.makedirs(workdir, exist_ok=True)
+  rundir.make(workdir)
   log(f'run folder: {workdir} ({"resuming" if resuming else "new"})')
   if jax.process_index() == 0:
     task.save(workdir)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(config_dict, f, indent=2)
+    rundir.write_config_dict(workdir, config_dict)
   if ckpt is None:
     ckpt = Checkpointer(workdir, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
 
