@@ -134,7 +134,7 @@ def _evaluate(_):
   print(f'loss {m["loss"]:.4f} | perplexity {m["perplexity"]:.4f} | {" | ".join(bits)}')
 
 
-def define_flags() -> None:
+def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Run folder of a training run.', required=True)
   flags.DEFINE_string('split', None, 'Split to evaluate; default: data.eval_split.')
   flags.DEFINE_string('quantize', 'none', 'none or int8 (weight-only).')
@@ -142,7 +142,7 @@ def define_flags() -> None:
 
 
 def main():
-  define_flags()
+  _define_flags()
   cli.run_command(_evaluate)
 
 

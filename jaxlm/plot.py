@@ -58,7 +58,7 @@ def read_metrics(run_dir: str) -> dict[str, list[tuple[int, float]]]:
   if not file.exists():
     raise MetricsError(f'{run_dir} holds no {METRICS_FILE}; pass the folder of a training'
                        ' run, or train until it logs a step (train.log_every)')
-  rows = rundir.read_metrics(
+  rows = rundir.read_metric_rows(
       run_dir, on_skip=lambda number, why: _warn(f'{file} line {number} {why}; skipped'))
   if not rows:
     raise MetricsError(f'{file} is empty (no readable rows); train {run_dir} until it'

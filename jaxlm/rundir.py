@@ -222,7 +222,7 @@ def open_metrics(workdir) -> IO[str]:
   return f
 
 
-def read_metrics(workdir, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
+def read_metric_rows(workdir, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
   """The rows of metrics.jsonl in file order: JSON objects with an integer "step".
 
   A line that is not one (a row cut short by a crash) is skipped, and

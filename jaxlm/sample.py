@@ -102,7 +102,7 @@ def _sample(_):
           f' sample continued from its last {W // 2} tokens', file=sys.stderr)
 
 
-def define_flags() -> None:
+def _define_flags() -> None:
   """The command line's flags: defined only when run (jaxlm.evaluate imports this module)."""
   flags.DEFINE_string('workdir', None, 'Run folder of a training run.', required=True)
   flags.DEFINE_multi_string('prompt', None, 'Prompt text; repeat for a batch.'
@@ -117,7 +117,7 @@ def define_flags() -> None:
 
 
 def main():
-  define_flags()
+  _define_flags()
   cli.run_command(_sample)
 
 

@@ -66,7 +66,7 @@ def _round_trip(workdir: str) -> None:
   with rundir.open_metrics(workdir) as f:  # a resume: the cut row ends on its own line
     f.write(json.dumps({'step': 2, 'loss': 2.5, 'eval_loss': 2.75}) + '\n')
   skipped = []
-  rows = rundir.read_metrics(workdir, on_skip=lambda n, why: skipped.append((n, why)))
+  rows = rundir.read_metric_rows(workdir, on_skip=lambda n, why: skipped.append((n, why)))
   assert rows == [{'step': 1, 'loss': 3.0}, {'step': 2, 'loss': 2.5, 'eval_loss': 2.75}]
   assert skipped == [(2, 'is not JSON')]
   assert plot.read_metrics(workdir) == {'loss': [(1, 3.0), (2, 2.5)], 'eval_loss': [(2, 2.75)]}

@@ -188,7 +188,7 @@ def stratified_split(labels_N, fraction: float, seed: int) -> tuple[np.ndarray, 
   return held, rest
 
 
-def load(cfg: LabelledDataConfig, seed: int) -> tuple[Examples, Examples]:
+def load_examples(cfg: LabelledDataConfig, seed: int) -> tuple[Examples, Examples]:
   """(train, eval) examples per the holdout rule in the module docstring."""
   if cfg.source is LabelledSource.CSV:
     train_pool = _csv_files(cfg, cfg.train_files)

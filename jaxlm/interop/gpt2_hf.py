@@ -342,7 +342,7 @@ def import_hf(hf_dir: str, workdir: str, experiment: str | None = None, *,
 # ---------------------------------------------------------------- jaxlm -> HF
 
 
-def load_run(workdir: str, step: int | None = None) -> tuple[Config, dict]:
+def read_run_params(workdir: str, step: int | None = None) -> tuple[Config, dict]:
   """The config and params (canonical layer order, one device, numpy) of a run's checkpoint.
 
   The newest readable one by default (one line on stderr when it passes one over).
@@ -416,7 +416,7 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
   _refuse_existing(out_dir, 'out_dir', 'export')
   if rundir.has_checkpoints(workdir):
     check_exportable(restore.read_config(workdir).model)  # before reading any weights
-  c, params = load_run(workdir, step)
+  c, params = read_run_params(workdir, step)
   tensors = hf_from_params(params, c.model)
   # Written next to out_dir and renamed into place: never a half-written directory.
   tmp = f'{out_dir.rstrip(os.sep)}.tmp{os.getpid()}'

@@ -11,7 +11,7 @@ from jaxlm.tasks.base import Task
 from jaxlm.training.steps import Objective
 
 
-def make(c: Config) -> Task:
+def for_config(c: Config) -> Task:
   """The task object of a config."""
   from jaxlm.tasks import classify, lm
   return classify.Classification(c) if c.task == 'classify' else lm.LanguageModelling(c)

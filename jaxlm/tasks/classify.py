@@ -218,7 +218,7 @@ class Classification(Task):
     if c.classifier.init_from:
       self._pretrained = open_pretrained(c.classifier.init_from)
       c = with_pretrained_model(c, self._pretrained)
-    train_ex, eval_ex = classify_data.load(c.data, c.train.seed)
+    train_ex, eval_ex = classify_data.load_examples(c.data, c.train.seed)
     log(f'{len(train_ex.texts)} training and {len(eval_ex.texts)} held-out examples,'
         f' {len(c.data.class_names)} classes')
     if self._pretrained is not None:

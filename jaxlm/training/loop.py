@@ -80,7 +80,7 @@ def run(c: Config, workdir: str | None = None) -> dict:
   """
   workdir = workdir or new_workdir()
   _check_workdir(workdir)
-  task = tasks.make(c)
+  task = tasks.for_config(c)
   mesh = sharding.make_mesh(c.parallel)
   sharding.check_layout(c, mesh)
   resuming = rundir.has_checkpoints(workdir)

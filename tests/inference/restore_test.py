@@ -98,7 +98,7 @@ def test_export_falls_back_with_one_line(runs, tmp_path):
                 tmp_path)
   _one_warning(result)
   # Checkpoint 4's weights, bit for bit.
-  c, params = gpt2_hf.load_run(intact, 4)
+  c, params = gpt2_hf.read_run_params(intact, 4)
   expected = gpt2_hf.hf_from_params(params, c.model)
   exported = load_file(str(out / 'model.safetensors'))
   assert sorted(exported) == sorted(expected)

@@ -198,3 +198,9 @@ def test_offline_tfds_downloads_fail_fast_in_one_line(tmp_path):
     assert out.returncode == 1 and len(lines) == 1, out.stderr[-2000:]
     assert 'cannot be reached' in lines[0] and 'offline' in lines[0], lines[0]
     assert not (tmp_path / 'run').exists()
+
+
+def test_docs_list_every_row():
+  page = (REPO / 'docs' / 'reliability.md').read_text()
+  missing = [name for name, *_ in ROWS if f'| {name} |' not in page]
+  assert missing == [], 'add these to docs/reliability.md'

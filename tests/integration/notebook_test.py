@@ -99,6 +99,7 @@ def test_quickstart_runs_top_to_bottom_and_shows_what_it_says(tmp_path, monkeypa
   env.pop('JAXLM_TFDS_MANUAL_DIR', None)  # the data comes from the corpus bundled with jaxlm
   env.update(
       JAXLM_TFDS_DATA_DIR=testdata.tfds_data_dir(),
+      JAXLM_EXPERIMENTS=str(REPO / 'experiments'),  # the kernel runs outside the repo
       TMPDIR=str(tmp_path),  # the notebook's run folder (tempfile.mkdtemp) lands here
       PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')])),
   )

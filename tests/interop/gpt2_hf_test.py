@@ -69,7 +69,7 @@ def _float32(c):
 
 
 def test_imported_logits_match_transformers(hf, run):
-  c, params = gpt2_hf.load_run(run)
+  c, params = gpt2_hf.read_run_params(run)
   assert (c.model.vocab_size, c.model.max_len, c.model.d_ff) == (101, 32, 80)
   ours_BLV = np.asarray(_float32(c).apply({'params': params}, TOKENS_BL))
   diff = np.abs(ours_BLV - hf.logits_BLV).max()
@@ -79,7 +79,7 @@ def test_imported_logits_match_transformers(hf, run):
 
 
 def test_greedy_sample_matches_transformers(hf, run):
-  c, params = gpt2_hf.load_run(run)
+  c, params = gpt2_hf.read_run_params(run)
   prompt = TOKENS_BL[0, :5].tolist()
   ours = generate.sample(params, _float32(c), prompt, 6, temperature=0.0)
   model = transformers.GPT2LMHeadModel.from_pretrained(hf.path).eval()
@@ -105,7 +105,7 @@ def test_jaxlm_main_can_resume_the_import(run):
     s = steps_lib.build(c, mesh)
     state = ckpt.restore(0, s.abstract_state)
     fresh = s.init()
-  _, params = gpt2_hf.load_run(run)
+  _, params = gpt2_hf.read_run_params(run)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(params),
                jax.device_get(state.params))
   # A fresh optimizer state and the RNG init_state would have made.
@@ -143,8 +143,8 @@ def test_export_round_trips_exactly(hf, run, tmp_path):
   # Importing the export gives back the same params.
   again = str(tmp_path / 'reimported')
   gpt2_hf.import_hf(out, again)
-  jax.tree.map(np.testing.assert_array_equal, gpt2_hf.load_run(run)[1],
-               gpt2_hf.load_run(again)[1])
+  jax.tree.map(np.testing.assert_array_equal, gpt2_hf.read_run_params(run)[1],
+               gpt2_hf.read_run_params(again)[1])
 
 
 def _hf_copy(hf_dir, dest, *, config_edit=None, weights=True):

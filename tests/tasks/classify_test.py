@@ -193,7 +193,7 @@ def test_stratified_split_unbalanced_classes_keep_their_shares():
 
 def test_load_holds_out_part_of_test_csv_and_trains_on_the_rest():
   c = _agnews()
-  train, held = classify_data.load(c.data, seed=c.train.seed)
+  train, held = classify_data.load_examples(c.data, seed=c.train.seed)
   np.testing.assert_array_equal(np.bincount(held.labels_N), [100] * 4)
   assert len(train.texts) == 581 + 2000 - 400
   # Every held-out row of test_slice.csv is absent from training, row for row.
@@ -207,7 +207,7 @@ def test_load_holds_out_of_train_files_without_eval_files(tmp_path):
   rows = ''.join(f'"{1 + i % 2}","text {i}",""\n' for i in range(40))
   c = _agnews(data__train_files=_write(tmp_path, rows), data__eval_files='',
               data__eval_holdout=0.25)
-  train, held = classify_data.load(c.data, seed=0)
+  train, held = classify_data.load_examples(c.data, seed=0)
   assert len(held.texts) == 10 and len(train.texts) == 30
   assert not set(held.texts) & set(train.texts)
   np.testing.assert_array_equal(np.bincount(held.labels_N), [5, 5])
@@ -474,10 +474,10 @@ def test_tfds_sources_on_mock_data(tmp_path, monkeypatch):
   # mock_data fills every split with random examples of the dataset's features.
   c = _agnews(data__source='tfds', data__tfds_data_dir=str(tmp_path))
   with tfds.testing.mock_data(num_examples=40):
-    train, held = classify_data.load(c.data, seed=0)
+    train, held = classify_data.load_examples(c.data, seed=0)
   assert len(held.texts) == 8 and len(train.texts) == 40 + 32  # 20% of 'test' held out
   assert all(t for t in train.texts) and set(train.labels_N) <= {0, 1, 2, 3}
   c = _config(IMDB_FILE, data__tfds_data_dir=str(tmp_path))
   with tfds.testing.mock_data(num_examples=20):
-    train, held = classify_data.load(c.data, seed=0)
+    train, held = classify_data.load_examples(c.data, seed=0)
   assert len(held.texts) == 4 and set(held.labels_N) <= {0, 1}
