@@ -126,10 +126,13 @@ def _wants_traceback(argv: list[str]) -> bool:
       for a in argv)
 
 
-def run_command(body: Callable[[list[str]], None], *, positional: int = 0) -> None:
+def run_command(body: Callable[[list[str]], None], *, positional: int = 0,
+                start_first: bool = True) -> None:
   """Runs a command's body with the common flags and the one error path.
 
-  body gets the positional arguments (at most `positional` of them).
+  body gets the positional arguments (at most `positional` of them). With
+  start_first=False the body calls start() itself, e.g. after checking a
+  config, so that a bad setting is reported before jax is imported.
   """
   define_common_flags()
 
@@ -146,7 +149,8 @@ def run_command(body: Callable[[list[str]], None], *, positional: int = 0) -> No
           traceback.print_exc()
         fail(_flag_error(e.__cause__ or e, sys.argv))
     try:
-      start()
+      if start_first:
+        start()
       body(args)
     except USER_ERRORS as e:
       if _show_traceback():

@@ -20,11 +20,12 @@ flags.mark_flags_as_required(['config'])
 
 
 def _train(_):
+  from jaxlm import config as config_lib
+  config = config_lib.from_configdict(_CONFIG.value)  # no jax yet: bad settings at once
+  cli.start()
   import jax  # (after the common start-up)
 
-  from jaxlm import config as config_lib
   from jaxlm.training import loop
-  config = config_lib.from_configdict(_CONFIG.value)
   if jax.process_count() > 1 and not _WORKDIR.value:
     raise config_lib.ConfigError('a multi-host run needs --workdir=DIR on a filesystem'
                                  ' every process sees (the same path on each)')
@@ -32,7 +33,7 @@ def _train(_):
 
 
 def main():
-  cli.run_command(_train)
+  cli.run_command(_train, start_first=False)
 
 
 if __name__ == '__main__':

@@ -193,8 +193,10 @@ def _plan(_) -> None:
   from absl import flags
 
   from jaxlm import config as config_lib
+  from jaxlm import cli
   f = flags.FLAGS
-  c = config_lib.from_configdict(f.config)
+  c = config_lib.from_configdict(f.config)  # bad settings before any compiling
+  cli.start()
   if c.model.vocab_size == 0:
     print(f'model.vocab_size=0 (from a tokenizer): using {config_lib.SYNTHETIC_VOCAB}')
   c = config_lib.resolve_vocab(c, config_lib.SYNTHETIC_VOCAB)
@@ -225,7 +227,7 @@ def main() -> None:
   flags.DEFINE_integer('devices', 8, 'Simulated CPU devices to plan for.')
   flags.DEFINE_float('device_memory', 0.0, 'GiB per device, to suggest a layout.')
   flags.mark_flags_as_required(['config'])
-  cli.run_command(_plan)
+  cli.run_command(_plan, start_first=False)
 
 
 if __name__ == '__main__':

@@ -128,8 +128,16 @@ def _summary(run_dir: str, m: dict) -> str:
   return f'{run_dir}: ' + ', '.join(parts)
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse, its usage errors as the one `error:` line every jaxlm command prints."""
+
+  def error(self, message):
+    print(f'error: {message}; see python -m jaxlm.plot --help', file=sys.stderr)
+    sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog='python -m jaxlm.plot',
       description='Train (solid) and eval (dashed) loss of training runs, as one PNG.')
   parser.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='a training run folder')
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     out = _draw(args.run_dirs, metrics, args.out, args.title)
   except (MetricsError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
-    return 2
+    return 1
   for d, m in zip(args.run_dirs, metrics):
     print(_summary(d, m))
   print(f'wrote {out}')

@@ -42,6 +42,13 @@ def encode_prompts(run: Run, prompts: list[str]) -> list[list[int]]:
     ids = [int(i) for i in run.tokenizer.encode(text)]
     if not ids:
       raise ConfigError(f'--prompt={text!r} is empty; give at least one character')
+    unk = getattr(run.tokenizer, 'unk_id', None)
+    unknown = sorted({ch for ch, i in zip(text, ids) if i == unk}) if unk is not None else []
+    if unknown:  # a char tokenizer: one id per character, so the pairs line up
+      shown = ''.join(unknown[:10])
+      print(f'warning: --prompt has {sum(i == unk for i in ids)} character(s) the tokenizer'
+            f' never saw in training ({shown!r}); each became the unknown id',
+            file=sys.stderr, flush=True)
     if len(ids) > max_len:
       shown = repr(text) if len(text) <= 30 else repr(text[:30]) + '...'
       raise ConfigError(f'--prompt={shown} is {len(ids)} tokens, longer than the context'

@@ -124,8 +124,8 @@ def test_unusable_run_folders_are_one_line_errors(tmp_path, capsys, make, match)
     plot.plot_runs([run], str(tmp_path / 'loss.png'))
   assert run in str(e.value) and '\n' not in str(e.value)
   assert not (tmp_path / 'loss.png').exists()
-  # The command line: the same message, exit code 2, no traceback.
-  assert plot.main([run, f'--out={tmp_path / "loss.png"}']) == 2
+  # The command line: the same message, exit code 1, no traceback.
+  assert plot.main([run, f'--out={tmp_path / "loss.png"}']) == 1
   err = capsys.readouterr().err.splitlines()
   assert err[-1] == f'error: {e.value}'
 
@@ -145,7 +145,7 @@ def test_command_line(tmp_path):
   os.makedirs(missing)
   result = subprocess.run(cmd[:3] + [missing, f'--out={tmp_path / "x.png"}'], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-  assert result.returncode == 2
+  assert result.returncode == 1
   assert result.stderr.splitlines() == [
       f'error: {missing} holds no metrics.jsonl; pass the folder of a training run,'
       ' or train until it logs a step (train.log_every)']

@@ -86,8 +86,20 @@ def read_hf_config(hf_dir: str) -> dict:
   if not os.path.exists(path):
     raise ConfigError(f'{hf_dir} has no {CONFIG_FILE}; pass a Hugging Face GPT-2 directory'
                       ' as save_pretrained writes it')
-  with open(path) as f:
-    hf = json.load(f)
+  try:
+    with open(path) as f:
+      hf = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f'{path} is not valid JSON ({e.msg}, line {e.lineno}); save the model'
+                      ' again with save_pretrained') from None
+  if not isinstance(hf, dict):
+    raise ConfigError(f'{path} is not a Hugging Face config (a JSON object); save the model'
+                      ' again with save_pretrained')
+  missing = [k for k in ('n_embd', 'n_head', 'n_layer', 'n_positions', 'vocab_size')
+             if k not in hf]
+  if hf.get('model_type') == 'gpt2' and missing:
+    raise ConfigError(f'{path} lacks {", ".join(missing)}; it is not a complete GPT-2 config,'
+                      ' save the model again with save_pretrained')
   if hf.get('model_type') != 'gpt2':
     raise ConfigError(f'{path}: model_type={hf.get("model_type")!r}, not gpt2;'
                       ' only GPT-2 checkpoints are read')
@@ -152,9 +164,12 @@ def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
   for path in _weight_files(hf_dir):
     try:
       loaded = st.numpy.load_file(path)
-    except (st.SafetensorError, TypeError, OSError) as e:
-      raise ConfigError(f'{path} cannot be read as float32/float16 safetensors ({e});'
-                        ' re-save the model in float32') from None
+    except TypeError as e:  # a dtype numpy lacks (bfloat16)
+      raise ConfigError(f'{path} holds tensors numpy cannot read ({e}); re-save the model in'
+                        ' float32 or float16') from None
+    except (st.SafetensorError, OSError) as e:
+      raise ConfigError(f'{path} is not a readable safetensors file ({e}); it is likely'
+                        ' truncated or corrupt: download or save it again') from None
     for name, x in loaded.items():
       tensors[name.removeprefix('transformer.')] = np.asarray(x, np.float32)
   lm_head = tensors.pop('lm_head.weight', None)

@@ -5,6 +5,7 @@ Each row runs a command and checks: its exit code, exactly one line on stderr
 the user's folder was created or changed. Later features add their rows here.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,14 @@ def user(tmp_path_factory):
   (root / 'extra_col.csv').write_text('"1","a","b"\n"2","c","d","e"\n')
   (root / 'a_file').write_text('not a folder')
   (root / 'not_a_run').mkdir()
+  (root / 'hf_broken').mkdir()
+  (root / 'hf_broken' / 'config.json').write_text('{"model_type": "gpt2", "n_embd": ')
+  (root / 'hf_truncated').mkdir()
+  (root / 'hf_truncated' / 'config.json').write_text(json.dumps(
+      {'model_type': 'gpt2', 'n_embd': 16, 'n_head': 2, 'n_layer': 1, 'n_positions': 16,
+       'vocab_size': 64}))
+  header = b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":'  # a header length, then it ends
+  (root / 'hf_truncated' / 'model.safetensors').write_bytes(header)
   settings = {'model.num_layers': 1, 'model.num_heads': 2, 'model.d_model': 16,
               'model.d_ff': 32, 'model.max_len': 16, 'data.seq_len': 16, 'data.batch_size': 8,
               'data.source': 'files', 'data.train_files': str(root / 'corpus.txt'),
@@ -140,6 +149,13 @@ ROWS = [
     ('evaluate: not a run', lambda u: ['jaxlm.evaluate', f'--workdir={u}/not_a_run'], 1,
      r'--workdir=.*not_a_run holds no'),
     ('no command', lambda u: ['jaxlm', 'bogus'], 1, r"name a command \(got 'bogus'\)"),
+    # Hugging Face folders.
+    ('HF config.json not JSON', lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_broken',
+                                           f'--workdir={u}/hf_run'], 1,
+     r'hf_broken/config\.json is not valid JSON .*save the model again'),
+    ('HF safetensors truncated', lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_truncated',
+                                            f'--workdir={u}/hf_run'], 1,
+     r'model\.safetensors is not a readable safetensors file .*truncated or corrupt'),
 ]
 
 
@@ -204,3 +220,35 @@ def test_docs_list_every_row():
   page = (REPO / 'docs' / 'reliability.md').read_text()
   missing = [name for name, *_ in ROWS if f'| {name} |' not in page]
   assert missing == [], 'add these to docs/reliability.md'
+
+
+def test_a_prompt_with_unseen_characters_is_one_warning_line(user):
+  out = _run(['jaxlm.sample', f'--workdir={user}/run', '--prompt=to be \u00e9\u00e9 or',
+              '--max_new_tokens=2'], REPO)
+  assert out.returncode == 0, out.stderr[-2000:]
+  warnings = [x for x in out.stderr.splitlines() if x.startswith('warning:')]
+  assert warnings == ["warning: --prompt has 2 character(s) the tokenizer never saw in"
+                      " training ('\u00e9'); each became the unknown id"], out.stderr
+
+
+def test_resuming_past_a_truncated_newest_checkpoint_is_one_line(user, tmp_path):
+  settings = {'data.source': 'files', 'data.train_files': str(user / 'corpus.txt'),
+              'train.steps': 4, 'train.eval_every': 4, 'train.eval_steps': 1,
+              'train.checkpoint_every': 2, 'train.sample_tokens': 0, 'model.num_layers': 1,
+              'model.num_heads': 2, 'model.d_model': 16, 'model.d_ff': 32, 'model.max_len': 16,
+              'data.seq_len': 16, 'data.batch_size': 8, 'train.warmup_steps': 1}
+  c = config_lib.from_configdict(load_configdict(str(REPO / 'experiments/gpt_small.py'),
+                                                 settings))
+  loop.run(c, str(tmp_path / 'run'))
+  for root, _, files in os.walk(tmp_path / 'run' / 'checkpoints' / '4' / 'state'):
+    for name in files:  # truncated, as by a full disk
+      path = os.path.join(root, name)
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+  out = _run(_files_main(user, f'--workdir={tmp_path}/run', '--config.train.steps=6',
+                         '--config.train.checkpoint_every=2', '--config.train.eval_every=6',
+                         '--config.train.eval_steps=1'), REPO)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stderr.strip() == '', out.stderr[-3000:]  # no Orbax or asyncio tracebacks
+  lines = [x for x in out.stdout.splitlines() if 'checkpoint 4 is unreadable' in x]
+  assert len(lines) == 1 and 'resuming from checkpoint 2' in lines[0], out.stdout[-2000:]

@@ -72,7 +72,8 @@ def test_tpu_vm_notebook_is_valid_and_its_code_compiles():
 
 def test_quickstart_imports_only_jaxlm_jax_and_the_display():
   nb = nbformat.read(NOTEBOOKS / 'quickstart.ipynb', as_version=4)
-  allowed = {'jaxlm', 'jax', 'numpy', 'matplotlib', 'IPython', 'os', 'tempfile', 'shutil'}
+  allowed = {'jaxlm', 'jax', 'numpy', 'matplotlib', 'IPython', 'os', 'pathlib', 'tempfile',
+             'shutil'}
   first = nb.cells[[c.cell_type for c in nb.cells].index('code')].source
   assert first.index('xla_force_host_platform_device_count=8') < first.index('import jax')
   for cell in nb.cells:

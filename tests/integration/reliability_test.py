@@ -272,6 +272,8 @@ def test_bad_distributed_flags(kwargs, match):
 
 
 def test_corrupt_tfds_records_are_reported(tmp_path, shakespeare_dir, tfds_dir):
+  # Prepared in this session's TFDS folder (any test may run first, on any worker).
+  list(data_lib.documents(_config(shakespeare_dir, tfds_dir).data, 'validation'))
   data_dir = tmp_path / 'tfds'
   shutil.copytree(tfds_dir, data_dir)
   [record] = data_dir.glob('tiny_shakespeare/*/tiny_shakespeare-validation.tfrecord*')

@@ -10,6 +10,7 @@ Data are small generated files, so nothing here needs a download.
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, task, ca
   whole = tmp_path / 'whole'
   loop.run(c, str(whole))
   workdir = tmp_path / 'run'
-  loop.run(c, str(workdir))
+  shutil.copytree(whole, workdir)  # the same run, whose newest checkpoint then rots
   os.remove(workdir / 'metrics.jsonl')
   for root, _, files in os.walk(workdir / 'checkpoints' / '8' / 'state'):
     for name in files:
