@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -137,19 +136,6 @@ def _main_cmd(workdir, shakespeare_dir, tfds_dir, steps, *extra):
           f'--config.train.steps={steps}', '--config.train.warmup_steps=2',
           '--config.train.log_every=10', f'--config.train.eval_every={steps}',
           '--config.train.eval_steps=1', '--config.train.sample_tokens=0', *extra]
-
-
-def _wait_for(proc, text, timeout=300):
-  """Reads the child's output until a line starting with `text`; returns all lines read."""
-  lines, deadline = [], time.time() + timeout
-  while time.time() < deadline:
-    line = proc.stdout.readline()
-    if not line:
-      break
-    lines.append(line)
-    if line.startswith(text):
-      return lines
-  raise AssertionError(f'never printed {text!r}:\n{"".join(lines)[-3000:]}')
 
 
 def _complete_checkpoints(workdir):
