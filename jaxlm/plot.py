@@ -128,21 +128,20 @@ def _summary(run_dir: str, m: dict) -> str:
   return f'{run_dir}: ' + ', '.join(parts)
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse, its usage errors as the one `error:` line every jaxlm command prints."""
-
-  def error(self, message):
-    print(f'error: {message}; see python -m jaxlm.plot --help', file=sys.stderr)
-    sys.exit(1)
+def _usage_error(message):
+  """argparse's usage errors as the one `error:` line every jaxlm command prints."""
+  print(f'error: {message}; see python -m jaxlm.plot --help', file=sys.stderr)
+  sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = _Parser(
+  parser = argparse.ArgumentParser(
       prog='python -m jaxlm.plot',
       description='Train (solid) and eval (dashed) loss of training runs, as one PNG.')
   parser.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='a training run folder')
   parser.add_argument('--out', required=True, help='the PNG to write, e.g. loss.png')
   parser.add_argument('--title', default=None, help='the figure title (default: loss)')
+  parser.error = _usage_error
   args = parser.parse_args(argv)
   try:
     metrics = [read_metrics(d) for d in args.run_dirs]

@@ -36,7 +36,7 @@ from jaxlm.parallel import sharding  # noqa: E402
 
 def encode_prompts(run: Run, prompts: list[str]) -> list[list[int]]:
   """Token ids of each prompt; one-line errors for empty or too long ones."""
-  out = []
+  out, warnings = [], []
   max_len = run.config.model.max_len
   for text in prompts:
     ids = [int(i) for i in run.tokenizer.encode(text)]
@@ -45,15 +45,16 @@ def encode_prompts(run: Run, prompts: list[str]) -> list[list[int]]:
     unk = getattr(run.tokenizer, 'unk_id', None)
     unknown = sorted({ch for ch, i in zip(text, ids) if i == unk}) if unk is not None else []
     if unknown:  # a char tokenizer: one id per character, so the pairs line up
-      shown = ''.join(unknown[:10])
-      print(f'warning: --prompt has {sum(i == unk for i in ids)} character(s) the tokenizer'
-            f' never saw in training ({shown!r}); each became the unknown id',
-            file=sys.stderr, flush=True)
+      warnings.append(f'warning: --prompt has {sum(i == unk for i in ids)} character(s) the'
+                      f' tokenizer never saw in training ({"".join(unknown[:10])!r}); each'
+                      ' became the unknown id')
     if len(ids) > max_len:
       shown = repr(text) if len(text) <= 30 else repr(text[:30]) + '...'
       raise ConfigError(f'--prompt={shown} is {len(ids)} tokens, longer than the context'
                         f' of model.max_len={max_len}; shorten it')
     out.append(ids)
+  for line in warnings:  # once every prompt is known to be usable
+    print(line, file=sys.stderr, flush=True)
   return out
 
 
