@@ -67,7 +67,7 @@ def test_a_download_without_network_fails_at_once_in_one_line(tmp_path, monkeypa
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
-  def do_HEAD(self):  # noqa: N802  (http.server's name)
+  def do_HEAD(self):  # http.server names its handlers so
     self.send_response(200)
     self.end_headers()
 
