@@ -16,8 +16,6 @@ import numpy as np
 from jaxlm import rundir
 from jaxlm.config import ConfigError, DataConfig, TokenizerKind
 
-SPEC_FILE = rundir.TOKENIZER_FILE  # names kept for callers; the layout is rundir's
-SP_MODEL_FILE = rundir.TOKENIZER_MODEL_FILE
 UNK_CHAR = '\ufffd'  # how ids outside the vocabulary decode
 
 

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from jaxlm import rundir
 from jaxlm.data import tokenizers
 from jaxlm.config import ConfigError, TokenizerKind
 from jaxlm.data.sources import documents
@@ -35,7 +36,7 @@ def test_char_vocabulary_is_the_training_characters_plus_unknown(tmp_path):
   assert len(tok.chars) == 65  # as nanoGPT's shakespeare_char
   assert tok.chars == ''.join(sorted(set(tiny_shakespeare_text())))
   assert tok.vocab_size == 66 and tok.unk_id == 65 and tok.eos_id is None
-  assert os.path.exists(tmp_path / tokenizers.SPEC_FILE)
+  assert os.path.exists(tmp_path / rundir.TOKENIZER_FILE)
 
 
 def test_char_round_trip_and_unknown():
@@ -76,7 +77,7 @@ def test_byte_round_trip_on_non_ascii(tmp_path):
 
 
 def test_sentencepiece_trains_caches_and_round_trips(sp_workdir):
-  assert os.path.exists(sp_workdir / tokenizers.SP_MODEL_FILE)
+  assert os.path.exists(sp_workdir / rundir.TOKENIZER_MODEL_FILE)
   cfg = data_config(tokenizer=TokenizerKind.SENTENCEPIECE, vocab_size=SP_VOCAB)
   tok = tokenizers.build_tokenizer(cfg, str(sp_workdir), _never)
   assert tok.vocab_size == SP_VOCAB and tok.eos_id is not None
