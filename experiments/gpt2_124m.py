@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=20000, learning_rate=6e-4, min_lr_ratio=0.1, warmup_steps=700,
-      weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
+      weight_decay=0.1, beta1=0.9, beta2=0.95, adam_eps=1e-8, grad_clip=1.0,
       grad_accum_steps=1, seed=0, log_every=50, eval_every=1000,
       eval_steps=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_prompt='The', sample_tokens=100, sample_temperature=0.8,

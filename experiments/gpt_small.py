@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
       num_layers=4, num_heads=4, d_model=128, d_ff=512, max_len=64,
       dropout=0.0, dtype='float32', vocab_size=0, vocab_multiple=1,
       tie_embeddings=True, use_bias=False,
+      # GPT-2's blocks; experiments/llama_small.py has the Llama options.
+      norm='layernorm', norm_eps=1e-5, positions='learned', rope_theta=10000.0,
+      mlp='gelu', num_kv_heads=0, qkv_bias=False, head_size=0,
       attention='auto', scan_unroll=4,
   ))
   c.data = ml_collections.ConfigDict(dict(
@@ -35,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=2000, learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=100,
-      weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
+      weight_decay=0.1, beta1=0.9, beta2=0.99, adam_eps=1e-8, grad_clip=1.0,
       grad_accum_steps=1, seed=0, log_every=100, eval_every=500,
       eval_steps=20, checkpoint_every=500, keep_checkpoints=3,
       sample_prompt='ROMEO:', sample_tokens=200, sample_temperature=0.8,

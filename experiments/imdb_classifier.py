@@ -42,7 +42,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.classifier = ml_collections.ConfigDict(dict(pooling='mean', init_from=''))
   c.train = ml_collections.ConfigDict(dict(
       steps=3000, learning_rate=3e-4, min_lr_ratio=0.1, warmup_steps=200,
-      weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, seed=0,
+      weight_decay=0.1, beta1=0.9, beta2=0.99, adam_eps=1e-8, grad_clip=1.0, seed=0,
       log_every=100, eval_every=1000, checkpoint_every=1000, keep_checkpoints=2,
       grad_accum_steps=1, on_nonfinite='skip', spike_factor=0.0,
   ))

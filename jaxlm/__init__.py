@@ -1,11 +1,11 @@
-"""jaxlm: GPT language models in JAX/Flax. The Python API (docs/api.md):
+"""jaxlm: decoder LMs (GPT-2, the Llama family) in JAX/Flax. The Python API (docs/api.md):
 
   import jaxlm
   result = jaxlm.train('experiments/gpt_small.py', 'runs/small')  # python -m jaxlm.main
   model = jaxlm.load('runs/small')                                 # a Model (inference/model.py)
   model.logits([[1, 2, 3]]); model.generate(['ROMEO:'], 50)
-  jaxlm.import_hf('gpt2_hf_dir', 'runs/gpt2')                      # python -m jaxlm.hf import
-  jaxlm.export_hf('runs/gpt2', 'gpt2_out')                         # python -m jaxlm.hf export
+  jaxlm.import_hf('hf_dir', 'runs/imported')                       # python -m jaxlm.hf import
+  jaxlm.export_hf('runs/imported', 'hf_out')                       # python -m jaxlm.hf export
 
 `import jaxlm` imports no jax: each function imports what it needs when
 called, so a script (or `python -m jaxlm.plan --devices=N`) can still set
@@ -40,19 +40,20 @@ def load(workdir: str, *, step: int | None = None, dtype: str | None = None) -> 
 
 def import_hf(hf_dir: str, workdir: str, *, dtype: str | None = None,
               experiment: str | None = None) -> Config:
-  """Writes a new run folder from a Hugging Face GPT-2 directory (safetensors); its Config.
+  """Writes a new run folder from a Hugging Face directory (safetensors); its Config.
 
-  dtype: the run's compute dtype (default: the settings', bfloat16).
+  GPT-2, Llama, Mistral and Qwen2 causal LMs (docs/interop.md).
+  dtype: the run's compute dtype (default: float32, logits as transformers').
   experiment: a file of the other run settings (default: GPT-2 124M's).
   """
-  from jaxlm.interop import gpt2_hf
-  return gpt2_hf.import_hf(hf_dir, workdir, experiment, dtype=dtype)
+  from jaxlm.interop import hf as hf_interop
+  return hf_interop.import_hf(hf_dir, workdir, experiment, dtype=dtype)
 
 
 def export_hf(workdir: str, out_dir: str, *, step: int | None = None) -> Config:
-  """Writes a run's checkpoint (default: the newest readable) as a new HF GPT-2 directory."""
-  from jaxlm.interop import gpt2_hf
-  return gpt2_hf.export_hf(workdir, out_dir, step)
+  """Writes a run's checkpoint (default: the newest readable) as a new HF directory."""
+  from jaxlm.interop import hf as hf_interop
+  return hf_interop.export_hf(workdir, out_dir, step)
 
 
 def train(config: Config | ml_collections.ConfigDict | str, workdir: str | None = None

@@ -40,6 +40,21 @@ class NonFinite(enum.Enum):
   HALT = 'halt'  # stop with a checkpoint of the last good state
 
 
+class NormKind(enum.Enum):
+  LAYERNORM = 'layernorm'  # GPT-2: mean and variance, scale (and bias with use_bias)
+  RMSNORM = 'rmsnorm'  # Llama: root mean square, scale only
+
+
+class PositionKind(enum.Enum):
+  LEARNED = 'learned'  # GPT-2: a learned table of max_len positions added to the tokens
+  ROPE = 'rope'  # Llama: rotary embeddings of queries and keys
+
+
+class MlpKind(enum.Enum):
+  GELU = 'gelu'  # GPT-2: up, tanh-GELU, down
+  SWIGLU = 'swiglu'  # Llama: down(silu(gate(x)) * up(x))
+
+
 class Remat(enum.Enum):
   """What the backward pass recomputes instead of keeping from the forward."""
   NONE = 'none'  # keep every activation
@@ -59,7 +74,21 @@ class ModelConfig:
   vocab_size: int  # 0: the tokenizer's size rounded up to vocab_multiple
   vocab_multiple: int
   tie_embeddings: bool
-  use_bias: bool
+  use_bias: bool  # biases on every projection and norm (GPT-2)
+  # The architecture options; the defaults are GPT-2's (older run folders lack them).
+  norm: NormKind = NormKind.LAYERNORM
+  norm_eps: float = 1e-5
+  positions: PositionKind = PositionKind.LEARNED
+  rope_theta: float = 10000.0
+  # Llama 3.1's RoPE frequency scaling; rope_scaling=0 leaves the frequencies alone.
+  rope_scaling: float = 0.0  # the factor (8 for Llama 3.1)
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
+  mlp: MlpKind = MlpKind.GELU
+  num_kv_heads: int = 0  # 0: num_heads (multi-head); fewer: grouped-query attention
+  qkv_bias: bool = False  # biases on q, k and v even without use_bias (Qwen2)
+  head_size: int = 0  # 0: d_model // num_heads
   # How, not what, is computed (a checkpoint resumes under any value):
   attention: str = 'auto'  # auto: cuDNN fused attention on GPU where it applies; xla: einsums
   scan_unroll: int = 1  # layers per iteration of the layer loop (num_layers: straight-line code)
@@ -67,7 +96,11 @@ class ModelConfig:
 
   @property
   def head_dim(self) -> int:
-    return self.d_model // self.num_heads
+    return self.head_size or self.d_model // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +142,7 @@ class TrainConfig:
   sample_temperature: float
   on_nonfinite: NonFinite
   spike_factor: float  # log a loss above this multiple of its running mean; 0: off
+  adam_eps: float = 1e-8  # AdamW's epsilon (Llama's recipe: 1e-5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +252,10 @@ _DTYPES = ('float32', 'bfloat16', 'float16')
 # Fields set from other settings, never written in an experiment.
 DERIVED = {'ModelConfig': {'remat'}}  # model.remat is a copy of parallel.remat
 # Model settings that change how the model is computed, not what: a checkpoint
-# restores under any value of them.
-EXECUTION_ONLY = ('attention', 'scan_unroll', 'remat')
+# restores under any value of them. (dtype is the compute dtype; parameters
+# and optimizer state are float32 whatever it is, so an import computed in
+# float32 resumes under an experiment's bfloat16.)
+EXECUTION_ONLY = ('attention', 'scan_unroll', 'remat', 'dtype')
 _ATTENTION = ('auto', 'xla')
 
 
@@ -355,10 +391,32 @@ def validate_model(m: ModelConfig, where: str = '') -> None:
   for key in ('num_layers', 'num_heads', 'd_model', 'd_ff', 'max_len', 'vocab_multiple'):
     if getattr(m, key) <= 0:
       raise ConfigError(f'{at}model.{key}={getattr(m, key)} must be a positive integer')
-  if m.d_model % m.num_heads:
+  if m.head_size < 0:
+    raise ConfigError(f'{at}model.head_size={m.head_size} must be >= 0 (0: d_model // num_heads)')
+  if not m.head_size and m.d_model % m.num_heads:
     raise ConfigError(
         f'{at}model.num_heads={m.num_heads} does not divide model.d_model={m.d_model};'
-        ' pick num_heads among the divisors of d_model')
+        ' pick num_heads among the divisors of d_model, or set model.head_size')
+  if m.num_kv_heads < 0 or m.num_kv_heads > m.num_heads or (
+      m.num_kv_heads and m.num_heads % m.num_kv_heads):
+    raise ConfigError(
+        f'{at}model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads='
+        f'{m.num_heads}; pick a divisor of num_heads (0: num_heads, multi-head attention)')
+  if m.positions is PositionKind.ROPE and m.head_dim % 2:
+    raise ConfigError(
+        f'{at}model.positions=rope needs an even head dimension, not {m.head_dim}'
+        ' (d_model // num_heads, or model.head_size); change num_heads or head_size')
+  if m.rope_theta <= 0 or m.rope_scaling < 0 or m.norm_eps <= 0:
+    raise ConfigError(f'{at}model.rope_theta={m.rope_theta}, model.rope_scaling='
+                      f'{m.rope_scaling} and model.norm_eps={m.norm_eps} must be positive'
+                      ' (rope_scaling=0: off)')
+  if m.rope_scaling and not (0 < m.rope_low_freq_factor < m.rope_high_freq_factor
+                             and m.rope_original_max_len > 0):
+    raise ConfigError(
+        f'{at}model.rope_scaling={m.rope_scaling} needs 0 < model.rope_low_freq_factor'
+        f' ({m.rope_low_freq_factor}) < model.rope_high_freq_factor'
+        f' ({m.rope_high_freq_factor}) and model.rope_original_max_len > 0'
+        ' (Llama 3.1: 1, 4, 8192)')
   if not 0.0 <= m.dropout < 1.0:
     raise ConfigError(f'{at}model.dropout={m.dropout} must be in [0, 1)')
   if m.dtype not in _DTYPES:
@@ -399,6 +457,11 @@ def validate_train(t: TrainConfig) -> None:
         ' mean loss) or 0 to turn spike logging off')
   if t.grad_clip < 0:
     raise ConfigError(f'train.grad_clip={t.grad_clip} must be >= 0 (0 disables)')
+  for name, beta in (('train.beta1', t.beta1), ('train.beta2', t.beta2)):
+    if not 0.0 <= beta < 1.0:
+      raise ConfigError(f'{name}={beta} must be in [0, 1) (AdamW: 0.9 and 0.95 or 0.99)')
+  if t.adam_eps <= 0:
+    raise ConfigError(f'train.adam_eps={t.adam_eps} must be > 0 (1e-8; Llama recipes 1e-5)')
 
 
 def validate_parallel(p: ParallelConfig) -> None:

@@ -8,6 +8,7 @@
   RUN/checkpoints_set_aside/   unfinished or unreadable checkpoints, moved out of the way
   RUN/sample.txt               the end-of-run sample
   RUN/profile/                 jax.profiler traces
+  RUN/hf_source.json           an import's Hugging Face config.json, which export builds on
   RUN/tokens_SPLIT.npy         token caches of older jaxlm versions: never read, safe to delete
 
 A run folder is a local path or a URI that etils.epath opens (gs://, s3://, ...):
@@ -35,6 +36,7 @@ CHECKPOINTS_DIR = 'checkpoints'
 SET_ASIDE_DIR = 'checkpoints_set_aside'
 SAMPLE_FILE = 'sample.txt'
 PROFILE_DIR = 'profile'
+HF_SOURCE_FILE = 'hf_source.json'
 
 
 # --- Paths -------------------------------------------------------------------
@@ -187,6 +189,23 @@ def read_tokenizer(workdir) -> tuple[dict, bytes | None]:
                       f' tokenizer but no {TOKENIZER_MODEL_FILE}; restore it or pass another'
                       ' run folder')
   return spec, model_file.read_bytes()
+
+
+def write_hf_source(workdir, hf_config: dict) -> None:
+  """Keeps the Hugging Face config.json an import read."""
+  write_bytes(path(workdir) / HF_SOURCE_FILE, json.dumps(hf_config, indent=2).encode())
+
+
+def read_hf_source(workdir) -> dict | None:
+  """The Hugging Face config.json the run was imported from; None if it was not."""
+  file = path(workdir) / HF_SOURCE_FILE
+  if not file.exists():
+    return None
+  try:
+    return json.loads(file.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConfigError(f'{file} is not valid JSON ({e}); delete it to export without the'
+                      ' imported settings') from None
 
 
 def write_sample(workdir, text: str) -> None:

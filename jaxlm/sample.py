@@ -6,6 +6,8 @@
 
 --prompt may be given several times: the prompts run as one batch. The run
 folder gives the config (config.json), the tokenizer and the parameters.
+--tokens=5,7,11 (also repeatable) gives a prompt as token ids instead: a run
+without a tokenizer (a Hugging Face import) then prints ids, one sample a line.
 Past the context (model.max_len), each sample continues from its last
 max_len // 2 tokens and a note says so (jaxlm/inference/generate.py). Text after a
 tokenizer's end-of-document id is cut.
@@ -58,6 +60,50 @@ def encode_prompts(run: Run, prompts: list[str]) -> list[list[int]]:
   return out
 
 
+def parse_tokens(values: list[str]) -> list[list[int]]:
+  """--tokens=5,7,11 values as id lists (before the run is loaded)."""
+  out = []
+  for value in values:
+    try:
+      ids = [int(t) for t in value.replace(' ', '').split(',') if t]
+    except ValueError:
+      raise ConfigError(f'--tokens={value!r} is not comma-separated integers, e.g.'
+                        ' --tokens=5,7,11') from None
+    if not ids:
+      raise ConfigError(f'--tokens={value!r} is empty; give at least one id')
+    out.append(ids)
+  return out
+
+
+def check_tokens(prompts: list[list[int]], run: Run) -> list[list[int]]:
+  """Id prompts checked against the run's vocabulary and context."""
+  V, max_len = run.config.model.vocab_size, run.config.model.max_len
+  for ids in prompts:
+    bad = [i for i in ids if not 0 <= i < V]
+    if bad:
+      raise ConfigError(f'--tokens has id {bad[0]}, outside the vocabulary [0, {V}); give ids'
+                        ' the run\'s model knows')
+    if len(ids) > max_len:
+      raise ConfigError(f'--tokens has {len(ids)} ids, more than the context of'
+                        f' model.max_len={max_len}; shorten it')
+  return prompts
+
+
+def sample_ids(run: Run, ids: list[list[int]], max_new_tokens: int,
+               sampling: generate.Sampling, *, seed: int, num_samples: int
+               ) -> tuple[list[list[str]], bool]:
+  """[prompt][sample] -> the new ids (space-separated), or text with a tokenizer."""
+  with sharding.activate(run.mesh):
+    result = generate.generate(run.params, run.model, ids, max_new_tokens, sampling=sampling,
+                               seed=seed, num_samples=num_samples)
+  if run.tokenizer is None:
+    return [[' '.join(map(str, s)) for s in samples] for samples in result.tokens], \
+        result.shifted
+  eos = run.tokenizer.eos_id
+  return [[run.tokenizer.decode(list(prompt) + _cut_at_eos(s, eos)) for s in samples]
+          for prompt, samples in zip(ids, result.tokens)], result.shifted
+
+
 def _cut_at_eos(ids: list[int], eos: int | None) -> list[int]:
   return ids[:ids.index(eos)] if eos is not None and eos in ids else ids
 
@@ -92,10 +138,17 @@ def _sample(_):
   if not 0 <= f.seed < 2**32:
     raise ConfigError(f'--seed={f.seed} must be in [0, 2**32)')
   sampling = sampling_from_flags(f.temperature, f.top_k, f.top_p)
-  run = load_run(f.workdir, quantize_to=f.quantize)
-  prompts = f.prompt or [run.config.train.sample_prompt]
-  texts, shifted = sample_texts(run, prompts, f.max_new_tokens, sampling,
-                                seed=f.seed, num_samples=f.num_samples)
+  if f.tokens and f.prompt:
+    raise ConfigError('give --prompt (text) or --tokens (ids), not both')
+  id_prompts = parse_tokens(f.tokens or [])
+  run = load_run(f.workdir, quantize_to=f.quantize, tokenizer_required=not f.tokens)
+  if f.tokens:
+    texts, shifted = sample_ids(run, check_tokens(id_prompts, run), f.max_new_tokens,
+                                sampling, seed=f.seed, num_samples=f.num_samples)
+  else:
+    prompts = f.prompt or [run.config.train.sample_prompt]
+    texts, shifted = sample_texts(run, prompts, f.max_new_tokens, sampling,
+                                  seed=f.seed, num_samples=f.num_samples)
   print(f'step {run.step} of {f.workdir}, {f.quantize} weights'
         f' ({quantize.nbytes(run.params) / 2**20:.2f} MiB)', file=sys.stderr, flush=True)
   many = len(texts) * len(texts[0]) > 1
@@ -115,6 +168,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Run folder of a training run.', required=True)
   flags.DEFINE_multi_string('prompt', None, 'Prompt text; repeat for a batch.'
                             " Default: the run's train.sample_prompt.")
+  flags.DEFINE_multi_string('tokens', None, 'A prompt as comma-separated token ids, e.g.'
+                            ' 5,7,11; repeat for a batch. Runs without a tokenizer print ids.')
   flags.DEFINE_integer('max_new_tokens', 200, 'Tokens to generate per sample.')
   flags.DEFINE_float('temperature', 0.8, '0: greedy.')
   flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens; 0: all.')

@@ -27,7 +27,7 @@ from jaxlm.inference import restore
 from jaxlm.model.gpt import GPT
 from tests import configs, testdata
 
-# As tests/interop/gpt2_hf_test.py: sizes that differ, so a misread tensor cannot pass.
+# As tests/interop/hf_gpt2_test.py: sizes that differ, so a misread tensor cannot pass.
 HF_CONFIG = dict(vocab_size=101, n_positions=32, n_embd=64, n_layer=2, n_head=4,
                  n_inner=80, bos_token_id=0, eos_token_id=0)
 HF_TOKENS_BT = np.random.default_rng(0).integers(0, 101, (3, 32))

@@ -30,6 +30,9 @@ from flax import struct
 # leading layers axis of the blocks does not matter).
 CONTRACTED = {
     'qkv': (-3,),  # [3, D, H, K]: D
+    'q': (-3,),  # [D, H, K]: D (grouped-query attention)
+    'kv': (-3,),  # [2, D, G, K]: D
+    'gate': (-2,),  # [D, F]: D (swiglu)
     'out': (-3, -2),  # [H, K, D]: H, K
     'up': (-2,),  # [D, F]: D
     'down': (-2,),  # [F, D]: F

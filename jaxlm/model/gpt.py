@@ -1,8 +1,17 @@
-"""GPT decoder in Flax linen.
+"""The decoder in Flax linen: GPT-2 and the Llama family are options of one model.
 
 Dimension key used in names and einsum strings:
   B batch, L length (query), S length (key), D d_model, H heads, K head dim,
+  G key/value heads, R query heads per key/value head (H = G·R), C q/k/v,
   F mlp hidden, V vocabulary, N layers.
+
+The options (jaxlm/config.py ModelConfig; the defaults are GPT-2's):
+  norm       layernorm (GPT-2) | rmsnorm (Llama), with norm_eps
+  positions  learned (a table added to the tokens) | rope (queries and keys
+             rotated, HF's half-split convention; rope_theta, Llama 3.1 scaling)
+  mlp        gelu (up, tanh-GELU, down) | swiglu (down(silu(gate) * up))
+  num_kv_heads  fewer key/value heads than query heads: grouped-query attention
+  use_bias   every projection and norm; qkv_bias: q, k, v only (Qwen2)
 
 Every parameter names its logical axes; `jaxlm/parallel/sharding.py` maps them to the
 mesh. The blocks are stacked with `nn.scan` under a leading `layers` axis, so
@@ -26,18 +35,19 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
-from jaxlm.config import ModelConfig, Remat
+from jaxlm.config import MlpKind, ModelConfig, NormKind, PositionKind, Remat
 from jaxlm.parallel.sharding import constrain
 
 _INIT = nn.initializers.normal(stddev=0.02)
 
-# The cache per layer is {'k', 'v': [B, S, H, K], 'index': [B]}: S slots,
-# slots before `index` filled. Stacked: a leading N axis on each.
+# The cache per layer is {'k', 'v': [B, S, G, K], 'index': [B]}: S slots,
+# slots before `index` filled, G = num_kv_heads. Stacked: a leading N axis on each.
 Cache = dict
-CACHE_AXES = {'k': ('layers', 'batch', 'length', 'act_heads', None),
-              'v': ('layers', 'batch', 'length', 'act_heads', None),
+CACHE_AXES = {'k': ('layers', 'batch', 'length', 'act_kv_heads', None),
+              'v': ('layers', 'batch', 'length', 'act_kv_heads', None),
               'index': ('layers', 'batch')}
 
 
@@ -45,22 +55,24 @@ def _param(module, name, init, shape, axes):
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
 
-class LayerNorm(nn.Module):
-  """LayerNorm with float32 statistics, optional bias (GPT-2 has one)."""
-  use_bias: bool
-  dtype: jnp.dtype
+class Norm(nn.Module):
+  """LayerNorm or RMSNorm (cfg.norm) with float32 statistics; a bias with use_bias."""
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x_BLD):
-    d = x_BLD.shape[-1]
+    cfg, d = self.cfg, x_BLD.shape[-1]
     scale = _param(self, 'scale', nn.initializers.ones, (d,), ('norm',))
     x = x_BLD.astype(jnp.float32)
-    mean = x.mean(-1, keepdims=True)
-    var = jnp.square(x - mean).mean(-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale[None, None]
-    if self.use_bias:
+    if cfg.norm is NormKind.RMSNORM:
+      y = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + cfg.norm_eps)
+    else:
+      x = x - x.mean(-1, keepdims=True)
+      y = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + cfg.norm_eps)
+    y = y * scale[None, None]
+    if cfg.use_bias:
       y = y + _param(self, 'bias', nn.initializers.zeros, (d,), ('norm',))[None, None]
-    return y.astype(self.dtype)
+    return y.astype(cfg.dtype)
 
 
 class Attention(nn.Module):
@@ -70,37 +82,63 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x_BLD, deterministic: bool, cache: Optional[Cache] = None):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
-    D, H, K = cfg.d_model, cfg.num_heads, cfg.head_dim
-    w_qkv = _param(self, 'qkv', _INIT, (3, D, H, K), (None, 'embed', 'heads', 'kv'))
-    # One [B·L, D] x [D, 3·H·K] matmul; q, k, v are slices of its output. (With
-    # C leading the output, XLA transposes activations forward and backward.)
-    qkv_BLCHK = jnp.einsum('BLD,CDHK->BLCHK', x_BLD, w_qkv.astype(dt))
-    if cfg.use_bias:
-      b_qkv = _param(self, 'qkv_bias', nn.initializers.zeros, (3, H, K), (None, 'heads', 'kv'))
-      qkv_BLCHK = qkv_BLCHK + b_qkv.astype(dt)[None, None]
-    q_BLHK, k_BSHK, v_BSHK = (qkv_BLCHK[:, :, i] for i in range(3))
+    H, G, K = cfg.num_heads, cfg.kv_heads, cfg.head_dim
+    q_BLHK, k_BSGK, v_BSGK = self._qkv(x_BLD)
     q_BLHK = constrain(q_BLHK, ('batch', 'length', 'act_heads', None))
 
-    L = x_BLD.shape[1]
+    B, L = x_BLD.shape[:2]
+    start_B = jnp.zeros((B,), jnp.int32) if cache is None else cache['index']
+    if cfg.positions is PositionKind.ROPE:
+      positions_BL = start_B[:, None] + jnp.arange(L)[None]
+      q_BLHK, k_BSGK = (rope(x, positions_BL, cfg) for x in (q_BLHK, k_BSGK))
     if cache is None and _fused_attention(cfg, L, deterministic):
       out_BLHK = jax.nn.dot_product_attention(
-          q_BLHK, k_BSHK, v_BSHK, is_causal=True, scale=K ** -0.5, implementation='cudnn')
+          q_BLHK, k_BSGK, v_BSGK, is_causal=True, scale=K ** -0.5, implementation='cudnn')
       return self._project(out_BLHK), cache
     if cache is None:
-      visible_11LS = jnp.tril(jnp.ones((L, L), dtype=bool))[None, None]
+      visible_111LS = jnp.tril(jnp.ones((L, L), dtype=bool))[None, None, None]
     else:  # the keys are the cache's S slots, the new ones written in
-      start_B = cache['index']
-      cache = _extend(cache, k_BSHK, v_BSHK)
-      k_BSHK, v_BSHK = cache['k'], cache['v']
-      visible_11LS = _cache_mask(start_B, L, k_BSHK.shape[1])[:, None]  # [B, 1, L, S]
+      cache = _extend(cache, k_BSGK, v_BSGK)
+      k_BSGK, v_BSGK = cache['k'], cache['v']
+      visible_111LS = _cache_mask(start_B, L, k_BSGK.shape[1])[:, None, None]  # [B,1,1,L,S]
 
-    logits_BHLS = jnp.einsum('BLHK,BSHK->BHLS', q_BLHK, k_BSHK).astype(jnp.float32)
-    logits_BHLS = logits_BHLS * K ** -0.5
-    logits_BHLS = jnp.where(visible_11LS, logits_BHLS, jnp.finfo(jnp.float32).min)
-    probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dt)
-    probs_BHLS = nn.Dropout(cfg.dropout)(probs_BHLS, deterministic=deterministic)
-    out_BLHK = jnp.einsum('BHLS,BSHK->BLHK', probs_BHLS, v_BSHK)
+    # Each of the G key/value heads serves R = H / G query heads (R = 1: multi-head).
+    q_BLGRK = q_BLHK.reshape(B, L, G, H // G, K)
+    logits_BGRLS = jnp.einsum('BLGRK,BSGK->BGRLS', q_BLGRK, k_BSGK).astype(jnp.float32)
+    logits_BGRLS = logits_BGRLS * K ** -0.5
+    logits_BGRLS = jnp.where(visible_111LS, logits_BGRLS, jnp.finfo(jnp.float32).min)
+    probs_BGRLS = jax.nn.softmax(logits_BGRLS, axis=-1).astype(dt)
+    probs_BGRLS = nn.Dropout(cfg.dropout)(probs_BGRLS, deterministic=deterministic)
+    out_BLHK = jnp.einsum('BGRLS,BSGK->BLGRK', probs_BGRLS, v_BSGK).reshape(B, L, H, K)
     return self._project(out_BLHK), cache
+
+  def _qkv(self, x_BLD):
+    """q [B, L, H, K], k and v [B, L, G, K]."""
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    D, H, G, K = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_dim
+    bias = cfg.use_bias or cfg.qkv_bias
+    if G == H:
+      w_qkv = _param(self, 'qkv', _INIT, (3, D, H, K), (None, 'embed', 'heads', 'kv'))
+      # One [B·L, D] x [D, 3·H·K] matmul; q, k, v are slices of its output. (With
+      # C leading the output, XLA transposes activations forward and backward.)
+      qkv_BLCHK = jnp.einsum('BLD,CDHK->BLCHK', x_BLD, w_qkv.astype(dt))
+      if bias:
+        b_qkv = _param(self, 'qkv_bias', nn.initializers.zeros, (3, H, K),
+                       (None, 'heads', 'kv'))
+        qkv_BLCHK = qkv_BLCHK + b_qkv.astype(dt)[None, None]
+      return tuple(qkv_BLCHK[:, :, i] for i in range(3))
+    # Grouped-query: q and the G-head k/v pair are separate weights.
+    w_q = _param(self, 'q', _INIT, (D, H, K), ('embed', 'heads', 'kv'))
+    w_kv = _param(self, 'kv', _INIT, (2, D, G, K), (None, 'embed', 'kv_heads', 'kv'))
+    q_BLHK = jnp.einsum('BLD,DHK->BLHK', x_BLD, w_q.astype(dt))
+    kv_BLCGK = jnp.einsum('BLD,CDGK->BLCGK', x_BLD, w_kv.astype(dt))
+    if bias:
+      b_q = _param(self, 'q_bias', nn.initializers.zeros, (H, K), ('heads', 'kv'))
+      b_kv = _param(self, 'kv_bias', nn.initializers.zeros, (2, G, K),
+                    (None, 'kv_heads', 'kv'))
+      q_BLHK = q_BLHK + b_q.astype(dt)[None, None]
+      kv_BLCGK = kv_BLCGK + b_kv.astype(dt)[None, None]
+    return q_BLHK, kv_BLCGK[:, :, 0], kv_BLCGK[:, :, 1]
 
   def _project(self, out_BLHK):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
@@ -111,6 +149,40 @@ class Attention(nn.Module):
       bias = _param(self, 'out_bias', nn.initializers.zeros, (D,), ('norm',))
       y_BLD = y_BLD + bias.astype(dt)[None, None]
     return y_BLD
+
+
+def rope_frequencies(cfg: ModelConfig) -> np.ndarray:
+  """[K/2] float32 inverse frequencies: theta^(-2i/K), with Llama 3.1 scaling if set.
+
+  The same arithmetic as transformers' `rope_type` default and llama3.
+  """
+  K = cfg.head_dim
+  inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, K, 2, dtype=np.float32) / K))
+  inv_freq = inv_freq.astype(np.float32)
+  if not cfg.rope_scaling:
+    return inv_freq
+  factor, old_len = cfg.rope_scaling, cfg.rope_original_max_len
+  low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+  wavelen = 2 * np.pi / inv_freq
+  scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+  smooth = (old_len / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+  return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rope(x_BLHK, positions_BL, cfg: ModelConfig):
+  """Rotary position embedding of queries or keys, HF's half-split convention.
+
+  Dimension i of the first half pairs with dimension i of the second half;
+  the pair turns by position x frequency i. In float32, cast back.
+  """
+  angles_BLk = positions_BL[..., None].astype(jnp.float32) * rope_frequencies(cfg)[None, None]
+  cos_BL1k, sin_BL1k = jnp.cos(angles_BLk)[:, :, None], jnp.sin(angles_BLk)[:, :, None]
+  x = x_BLHK.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  y = jnp.concatenate([x1 * cos_BL1k - x2 * sin_BL1k, x2 * cos_BL1k + x1 * sin_BL1k], -1)
+  return y.astype(x_BLHK.dtype)
 
 
 def _fused_attention(cfg: ModelConfig, length: int, deterministic: bool) -> bool:
@@ -127,7 +199,7 @@ def _fused_attention(cfg: ModelConfig, length: int, deterministic: bool) -> bool
           and (deterministic or cfg.dropout == 0))
 
 
-def _extend(cache: Cache, k_BLHK, v_BLHK) -> Cache:
+def _extend(cache: Cache, k_BLGK, v_BLGK) -> Cache:
   """Writes L new keys/values at slots index..index+L-1 of each row (in place).
 
   The slots must exist (index + L <= S); past the end, the write would land
@@ -135,13 +207,13 @@ def _extend(cache: Cache, k_BLHK, v_BLHK) -> Cache:
   """
   index_B = cache['index']
 
-  def write(old_BSHK, new_BLHK):
-    new_BLHK = new_BLHK.astype(old_BSHK.dtype)
-    at = lambda old_SHK, new_LHK, i: jax.lax.dynamic_update_slice(old_SHK, new_LHK, (i, 0, 0))
-    return constrain(jax.vmap(at)(old_BSHK, new_BLHK, index_B), CACHE_AXES['k'][1:])
+  def write(old_BSGK, new_BLGK):
+    new_BLGK = new_BLGK.astype(old_BSGK.dtype)
+    at = lambda old_SGK, new_LGK, i: jax.lax.dynamic_update_slice(old_SGK, new_LGK, (i, 0, 0))
+    return constrain(jax.vmap(at)(old_BSGK, new_BLGK, index_B), CACHE_AXES['k'][1:])
 
-  L = k_BLHK.shape[1]
-  return {'k': write(cache['k'], k_BLHK), 'v': write(cache['v'], v_BLHK),
+  L = k_BLGK.shape[1]
+  return {'k': write(cache['k'], k_BLGK), 'v': write(cache['v'], v_BLGK),
           'index': constrain(index_B + L, CACHE_AXES['index'][1:])}
 
 
@@ -152,19 +224,27 @@ def _cache_mask(start_B, L: int, S: int):
 
 
 class Mlp(nn.Module):
-  """Two-layer GELU MLP."""
+  """The MLP: up, tanh-GELU, down (gelu); or down(silu(gate) * up) (swiglu)."""
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x_BLD):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     D, F = cfg.d_model, cfg.d_ff
-    w_up = _param(self, 'up', _INIT, (D, F), ('embed', 'mlp'))
-    h_BLF = jnp.einsum('BLD,DF->BLF', x_BLD, w_up.astype(dt))
-    if cfg.use_bias:
-      bias = _param(self, 'up_bias', nn.initializers.zeros, (F,), ('mlp',))
-      h_BLF = h_BLF + bias.astype(dt)[None, None]
-    h_BLF = constrain(nn.gelu(h_BLF), ('batch', 'length', 'act_mlp'))
+
+    def project(name):
+      w = _param(self, name, _INIT, (D, F), ('embed', 'mlp'))
+      h_BLF = jnp.einsum('BLD,DF->BLF', x_BLD, w.astype(dt))
+      if cfg.use_bias:
+        bias = _param(self, f'{name}_bias', nn.initializers.zeros, (F,), ('mlp',))
+        h_BLF = h_BLF + bias.astype(dt)[None, None]
+      return h_BLF
+
+    if cfg.mlp is MlpKind.SWIGLU:
+      h_BLF = nn.silu(project('gate')) * project('up')
+    else:
+      h_BLF = nn.gelu(project('up'))
+    h_BLF = constrain(h_BLF, ('batch', 'length', 'act_mlp'))
     w_down = _param(self, 'down', _out_init(cfg), (F, D), ('mlp', 'embed'))
     y_BLD = jnp.einsum('BLF,FD->BLD', h_BLF, w_down.astype(dt))
     if cfg.use_bias:
@@ -179,7 +259,7 @@ def _out_init(cfg: ModelConfig):
 
 
 class Block(nn.Module):
-  """Pre-LayerNorm transformer block; scan-compatible (x, cache) -> (x, cache).
+  """Pre-norm transformer block; scan-compatible (x, cache) -> (x, cache).
 
   Training passes cache=None and gets None back; decoding passes this layer's
   slice of the cache and gets it extended.
@@ -189,12 +269,12 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD, cache: Optional[Cache]):
-    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    cfg = self.cfg
     drop = nn.Dropout(cfg.dropout)
-    h = LayerNorm(cfg.use_bias, dt, name='ln_attn')(x_BLD)
+    h = Norm(cfg, name='ln_attn')(x_BLD)
     a_BLD, cache = Attention(cfg, name='attn')(h, self.deterministic, cache)
     x_BLD = x_BLD + drop(a_BLD, deterministic=self.deterministic)
-    h = LayerNorm(cfg.use_bias, dt, name='ln_mlp')(x_BLD)
+    h = Norm(cfg, name='ln_mlp')(x_BLD)
     x_BLD = x_BLD + drop(Mlp(cfg, name='mlp')(h), deterministic=self.deterministic)
     return constrain(x_BLD, ('batch', 'length', 'act_embed')), cache
 
@@ -231,7 +311,7 @@ class Blocks(nn.Module):
 
 
 class GPT(nn.Module):
-  """Token + position embeddings, scanned blocks, final norm, logits over V.
+  """Token (+ learned position) embeddings, scanned blocks, final norm, logits over V.
 
   `stack` builds the module that runs the blocks: `Blocks`, or a drop-in with
   the same parameters such as the pipeline in jaxlm/parallel/pipeline.py. The model
@@ -252,17 +332,18 @@ class GPT(nn.Module):
     V, D = cfg.vocab_size, cfg.d_model
     L = tokens_BL.shape[1]
     wte = _param(self, 'wte', _INIT, (V, D), ('vocab', 'embed'))
-    wpe = _param(self, 'wpe', _INIT, (cfg.max_len, D),
-                 ('position', 'embed'))
-    if cache is None:
-      wpe_BLD = wpe[None, :L]
-    else:
-      if self.stack is not Blocks:
-        raise ValueError('decoding with a cache runs the default Blocks; build GPT(cfg)'
-                         ' without stack= and give it canonical-order parameters')
-      positions_BL = cache['index'][0][:, None] + jnp.arange(L)[None]
-      wpe_BLD = jnp.take(wpe, positions_BL, axis=0, mode='clip')
-    x_BLD = (_lookup(wte, tokens_BL) + wpe_BLD).astype(dt)
+    if cache is not None and self.stack is not Blocks:
+      raise ValueError('decoding with a cache runs the default Blocks; build GPT(cfg)'
+                       ' without stack= and give it canonical-order parameters')
+    x_BLD = _lookup(wte, tokens_BL)
+    if cfg.positions is PositionKind.LEARNED:
+      wpe = _param(self, 'wpe', _INIT, (cfg.max_len, D), ('position', 'embed'))
+      if cache is None:
+        x_BLD = x_BLD + wpe[None, :L]
+      else:
+        positions_BL = cache['index'][0][:, None] + jnp.arange(L)[None]
+        x_BLD = x_BLD + jnp.take(wpe, positions_BL, axis=0, mode='clip')
+    x_BLD = x_BLD.astype(dt)
     x_BLD = constrain(x_BLD, ('batch', 'length', 'act_embed'))
     x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=deterministic)
     if cache is None:
@@ -270,7 +351,7 @@ class GPT(nn.Module):
     else:
       x_BLD, cache = self.stack(cfg, deterministic, name='stack')(x_BLD, cache)
       cache = {k: constrain(v, CACHE_AXES[k]) for k, v in cache.items()}
-    x_BLD = LayerNorm(cfg.use_bias, dt, name='ln_final')(x_BLD)
+    x_BLD = Norm(cfg, name='ln_final')(x_BLD)
     if return_hidden:
       return x_BLD if cache is None else (x_BLD, cache)
     if cfg.tie_embeddings:
@@ -305,7 +386,7 @@ def _lookup(table_VD, tokens_BL):
 
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:
   """An empty cache of `length` slots for `batch` rows, in the compute dtype."""
-  shape = (cfg.num_layers, batch, length, cfg.num_heads, cfg.head_dim)
+  shape = (cfg.num_layers, batch, length, cfg.kv_heads, cfg.head_dim)
   cache = {'k': jnp.zeros(shape, cfg.dtype), 'v': jnp.zeros(shape, cfg.dtype),
            'index': jnp.zeros((cfg.num_layers, batch), jnp.int32)}
   return {k: constrain(v, CACHE_AXES[k]) for k, v in cache.items()}

@@ -33,6 +33,7 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ('vocab', 'model'),
     ('embed', None),
     ('heads', 'model'),
+    ('kv_heads', 'model'),  # grouped-query k/v heads (see REPLICATE_IF_UNEVEN)
     ('kv', None),
     ('mlp', 'model'),
     ('norm', None),
@@ -43,9 +44,15 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ('length', None),
     ('act_embed', None),
     ('act_heads', 'model'),
+    ('act_kv_heads', 'model'),
     ('act_mlp', 'model'),
     ('act_vocab', 'model'),
 )
+
+# Logical axes that are replicated where their mesh axes do not divide the
+# dimension: fewer key/value heads than the model axis (e.g. 2 kv heads, 4
+# tensor shards) leaves every shard with all of them, as in Megatron and MaxText.
+REPLICATE_IF_UNEVEN = ('kv_heads', 'act_kv_heads')
 
 # ZeRO: the state kinds that parallel.zero_stage shards over `data`, from
 # which stage on. Sharding the `embed` dimension catches every matrix (all
@@ -142,8 +149,25 @@ def activate(mesh: Mesh, rules=RULES):
 
 def constrain(x, logical_axes: tuple[str | None, ...]):
   """Sharding constraint by logical names; a no-op when no rules are active."""
+  if any(name in REPLICATE_IF_UNEVEN for name in logical_axes):
+    logical_axes = _even(logical_axes, x.shape, jax.sharding.get_abstract_mesh(),
+                         nn.get_logical_axis_rules())
   return nn.with_logical_constraint(
       x, logical_axes, fallback=nn.spmd.RulesFallback.RAISE_ERROR)
+
+
+def _even(names, shape, mesh, rules) -> tuple:
+  """`names` with each REPLICATE_IF_UNEVEN name that its mesh axes do not divide as None."""
+  if mesh is None or mesh.empty:
+    return tuple(names)
+  table = dict(reversed(tuple(rules)))  # the first rule for a name wins
+  out = []
+  for name, size in zip(names, shape):
+    axes = table.get(name)
+    axes = (axes,) if isinstance(axes, str) else (axes or ())
+    split = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    out.append(None if name in REPLICATE_IF_UNEVEN and size % split else name)
+  return tuple(out)
 
 
 def _check_names(logical_specs, rules) -> None:
@@ -158,14 +182,24 @@ def _check_names(logical_specs, rules) -> None:
             ' add one (None to replicate)')
 
 
-def logical_specs(boxed_tree):
-  """PartitionSpecs of logical names for a tree with nn.Partitioned leaves."""
-  return nn.get_partition_spec(boxed_tree)
+def logical_specs(boxed_tree, mesh: Mesh | None = None, rules=RULES):
+  """PartitionSpecs of logical names for a tree with nn.Partitioned leaves.
+
+  With a mesh, REPLICATE_IF_UNEVEN names that the mesh does not divide are None.
+  """
+  if mesh is None:
+    return nn.get_partition_spec(boxed_tree)
+
+  def spec(x):
+    if not isinstance(x, nn.Partitioned):
+      return P()
+    return P(*_even(x.names, x.value.shape, mesh, rules))
+  return jax.tree.map(spec, boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 def mesh_shardings(boxed_tree, mesh: Mesh, rules=RULES):
   """NamedShardings for every leaf of a tree holding nn.Partitioned boxes."""
-  specs = logical_specs(boxed_tree)
+  specs = logical_specs(boxed_tree, mesh, rules)
   _check_names(specs, rules)
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 

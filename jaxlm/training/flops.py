@@ -7,7 +7,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxlm.config import ModelConfig
+from jaxlm.config import MlpKind, ModelConfig
 
 # Nominal dense peak FLOP/s per chip, by device_kind substring (bf16 / fp16).
 NOMINAL_PEAK = {
@@ -20,17 +20,22 @@ NOMINAL_PEAK = {
 def non_embedding_params(m: ModelConfig) -> int:
   """Parameters counted for FLOPs: all but the position table (as nanoGPT)."""
   D, F, V, N = m.d_model, m.d_ff, m.vocab_size, m.num_layers
-  per_block = 4 * D * D + 2 * D * F + 2 * D  # qkv, out, up, down, two norm scales
+  HK, GK = m.num_heads * m.head_dim, m.kv_heads * m.head_dim
+  mlp_in = 2 if m.mlp is MlpKind.SWIGLU else 1  # gate and up, or up
+  # q, k, v, out; the MLP's matrices; two norm scales
+  per_block = D * (HK + 2 * GK) + HK * D + (mlp_in + 1) * D * F + 2 * D
   if m.use_bias:
-    per_block += 3 * D + D + F + D + 2 * D
+    per_block += HK + 2 * GK + D + mlp_in * F + D + 2 * D
+  elif m.qkv_bias:
+    per_block += HK + 2 * GK
   head = 0 if m.tie_embeddings else D * V
   final_norm = 2 * D if m.use_bias else D
   return N * per_block + V * D + head + final_norm
 
 
 def flops_per_token(m: ModelConfig, seq_len: int) -> float:
-  """Training FLOPs per token: 6N + 12·L·T·d (PaLM appendix B / nanoGPT)."""
-  return 6 * non_embedding_params(m) + 12 * m.num_layers * seq_len * m.d_model
+  """Training FLOPs per token: 6N + 12·L·T·(heads · head_dim) (PaLM appendix B / nanoGPT)."""
+  return 6 * non_embedding_params(m) + 12 * m.num_layers * seq_len * m.num_heads * m.head_dim
 
 
 def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, reps: int = 5) -> float:

@@ -9,7 +9,7 @@ from jaxlm.config import TrainConfig
 
 # Parameters that get weight decay: the matmul kernels. Norms, biases and
 # embeddings (wte, wpe) do not, as in GPT-2 / nanoGPT practice.
-DECAYED = frozenset({'qkv', 'out', 'up', 'down', 'lm_head'})
+DECAYED = frozenset({'qkv', 'q', 'kv', 'out', 'gate', 'up', 'down', 'lm_head'})
 
 
 def schedule(t: TrainConfig) -> optax.Schedule:
@@ -32,6 +32,6 @@ def make_optimizer(t: TrainConfig) -> optax.GradientTransformation:
   parts = []
   if t.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(t.grad_clip))
-  parts.append(optax.adamw(schedule(t), b1=t.beta1, b2=t.beta2, eps=1e-8,
+  parts.append(optax.adamw(schedule(t), b1=t.beta1, b2=t.beta2, eps=t.adam_eps,
                            weight_decay=t.weight_decay, mask=decay_mask))
   return optax.chain(*parts)

@@ -55,12 +55,18 @@ def _reference_greedy(model, params, prompt, n):
   return out
 
 
-def test_cached_logits_equal_full_recomputation_at_every_position():
+LLAMA = dict(model__norm='rmsnorm', model__positions='rope', model__mlp='swiglu',
+             model__num_kv_heads=2, model__qkv_bias=True)
+
+
+@pytest.mark.parametrize('overrides', [{}, LLAMA], ids=['gpt2', 'llama-gqa'])
+def test_cached_logits_equal_full_recomputation_at_every_position(overrides):
   """A padded prefill then one token per step: every row's logits, every position.
 
-  With biases and an untied head; the tests below use the tied default.
+  With biases and an untied head (the tests below use the tied default); with
+  Llama's blocks, grouped-query attention's cache of 2 kv heads and RoPE positions.
   """
-  cfg, model, params = _setup(model__use_bias=True, model__tie_embeddings=False)
+  cfg, model, params = _setup(model__use_bias=True, model__tie_embeddings=False, **overrides)
   L = cfg.model.max_len
   tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(2), (2, L), 0, cfg.model.vocab_size))
   lengths = np.array([3, 6])

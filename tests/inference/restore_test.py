@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 from jaxlm import config as config_lib
 from jaxlm.config import ConfigError
 from jaxlm.inference import restore
-from jaxlm.interop import gpt2_hf
+from jaxlm.interop import hf as hf_interop
 from jaxlm.training import loop
 from tests import configs, testdata
 
@@ -98,8 +98,8 @@ def test_export_falls_back_with_one_line(runs, tmp_path):
                 tmp_path)
   _one_warning(result)
   # Checkpoint 4's weights, bit for bit.
-  c, params = gpt2_hf.read_run_params(intact, 4)
-  expected = gpt2_hf.hf_from_params(params, c.model)
+  c, params = hf_interop.read_run_params(intact, 4)
+  expected = hf_interop.hf_tensors(params, c.model)
   exported = load_file(str(out / 'model.safetensors'))
   assert sorted(exported) == sorted(expected)
   for name, x in expected.items():

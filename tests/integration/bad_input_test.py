@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jaxlm import config as config_lib
@@ -57,6 +58,7 @@ def user(tmp_path_factory):
        'vocab_size': 64}))
   header = b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":'  # a header length, then it ends
   (root / 'hf_truncated' / 'model.safetensors').write_bytes(header)
+  _hf_folders(root)
   settings = {'model.num_layers': 1, 'model.num_heads': 2, 'model.d_model': 16,
               'model.d_ff': 32, 'model.max_len': 16, 'data.seq_len': 16, 'data.batch_size': 8,
               'data.source': 'files', 'data.train_files': str(root / 'corpus.txt'),
@@ -66,6 +68,32 @@ def user(tmp_path_factory):
                                                  settings))
   loop.run(c, str(root / 'run'))
   return root
+
+
+def _hf_folders(root) -> None:
+  """Llama-family HF folders that are wrong in one way each (written without transformers)."""
+  from safetensors.numpy import save_file
+
+  from jaxlm.interop import hf_families
+  llama = {'model_type': 'llama', 'hidden_size': 16, 'intermediate_size': 32,
+           'num_hidden_layers': 1, 'num_attention_heads': 2, 'num_key_value_heads': 1,
+           'max_position_embeddings': 16, 'vocab_size': 64, 'tie_word_embeddings': True}
+  m = config_lib.ModelConfig(num_layers=1, num_heads=2, d_model=16, d_ff=24, max_len=16,
+                             dropout=0.0, dtype='float32', vocab_size=64, vocab_multiple=1,
+                             tie_embeddings=True, use_bias=False, num_kv_heads=1)
+  tensors = {f'model.{k}': np.zeros(v, np.float32)  # d_ff 24 where the config says 32
+             for k, v in hf_families.expected_shapes(m, 'llama').items()}
+  for name, config, files in (
+      ('hf_bert', {'model_type': 'bert'}, {}),
+      ('hf_shapes', llama, {'model.safetensors': tensors}),
+      ('hf_sharded', llama, {'model-00001-of-00002.safetensors': tensors})):
+    (root / name).mkdir()
+    (root / name / 'config.json').write_text(json.dumps(config))
+    for file, t in files.items():
+      save_file(t, str(root / name / file), metadata={'format': 'pt'})
+  (root / 'hf_sharded' / 'model.safetensors.index.json').write_text(json.dumps(
+      {'weight_map': {'model.norm.weight': 'model-00001-of-00002.safetensors',
+                      'lm_head.weight': 'model-00002-of-00002.safetensors'}}))
 
 
 def _main(*args):
@@ -105,6 +133,11 @@ ROWS = [
      r'data\.seq_len=32 exceeds model\.max_len=16'),
     ('heads do not divide d_model', lambda u: _files_main(u, '--config.model.num_heads=3'), 1,
      r'model\.num_heads=3 does not divide model\.d_model=16'),
+    ('kv heads do not divide heads', lambda u: _files_main(u, '--config.model.num_kv_heads=3'),
+     1, r'model\.num_kv_heads=3 does not divide model\.num_heads=2'),
+    ('RoPE with an odd head dimension',
+     lambda u: _files_main(u, '--config.model.positions=rope', '--config.model.head_size=5'), 1,
+     r'model\.positions=rope needs an even head dimension, not 5'),
     ('zero stage 5', lambda u: _files_main(u, '--config.parallel.zero_stage=5'), 1,
      r'parallel\.zero_stage=5 must be 0, 1, 2 or 3'),
     ('mesh larger than the devices', lambda u: _files_main(u, '--config.parallel.data=16'), 1,
@@ -156,6 +189,19 @@ ROWS = [
     ('HF safetensors truncated', lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_truncated',
                                             f'--workdir={u}/hf_run'], 1,
      r'model\.safetensors is not a readable safetensors file .*truncated or corrupt'),
+    ('HF architecture unsupported', lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_bert',
+                                               f'--workdir={u}/hf_run'], 1,
+     r"model_type='bert' is not supported; jaxlm reads gpt2, llama, mistral, qwen2"),
+    ('HF shapes disagree with config',
+     lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_shapes', f'--workdir={u}/hf_run'], 1,
+     r'tensor layers\.0\.mlp\.gate_proj\.weight has shape \(24, 16\), config\.json implies'
+     r' \(32, 16\)'),
+    ('HF shard missing',
+     lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_sharded', f'--workdir={u}/hf_run'], 1,
+     r'names model-00002-of-00002\.safetensors, which \S+ lacks; download the missing shard'),
+    ('sample: tokens not integers',
+     lambda u: ['jaxlm.sample', f'--workdir={u}/run', '--tokens=5,x'], 1,
+     r"--tokens='5,x' is not comma-separated integers"),
 ]
 
 

@@ -115,5 +115,5 @@ def test_main_prints_one_line_errors(tmp_path):
   assert out.returncode == 1
   lines = [x for x in out.stderr.splitlines() if x.startswith('error:')]
   assert lines == ['error: model.num_heads=3 does not divide model.d_model=128;'
-                   ' pick num_heads among the divisors of d_model']
+                   ' pick num_heads among the divisors of d_model, or set model.head_size']
   assert 'Traceback' not in out.stderr

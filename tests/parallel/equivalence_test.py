@@ -101,6 +101,31 @@ def test_tensor_parallel_and_zero_equal_one_device(one_device_reference, data, m
   _assert_trees_close(reference[2], result[2])
 
 
+# Llama's blocks with grouped-query attention: 8 query heads, 2 key/value heads.
+LLAMA = dict(model__norm='rmsnorm', model__positions='rope', model__mlp='swiglu',
+             model__num_kv_heads=2, model__num_heads=8, model__qkv_bias=True)
+GQA_LAYOUTS = [(8, 1, 3), (4, 2, 1), (2, 4, 0), (1, 8, 2)]  # model 4, 8: kv heads replicated
+
+
+@pytest.fixture(scope='module')
+def gqa_reference():
+  cfg = tiny_config(**LLAMA)
+  batches = _batches(cfg, 2)
+  return batches, _run(cfg, jax.devices()[:1], batches)
+
+
+@pytest.mark.parametrize('data, model, zero', GQA_LAYOUTS,
+                         ids=[f'data{d}-model{m}-zero{z}' for d, m, z in GQA_LAYOUTS])
+def test_grouped_query_llama_blocks_equal_one_device(gqa_reference, data, model, zero):
+  batches, reference = gqa_reference
+  cfg = tiny_config(**LLAMA, parallel__data=data, parallel__model=model,
+                    parallel__zero_stage=zero)
+  result = _run(cfg, jax.devices(), batches)
+  _assert_trees_close(reference[0], result[0])
+  np.testing.assert_allclose(reference[1], result[1], rtol=RTOL, atol=ATOL)
+  _assert_trees_close(reference[2], result[2])
+
+
 @pytest.mark.parametrize('remat', ['full', 'matmuls'])
 def test_remat_changes_nothing_but_memory(one_device_reference, remat):
   batches, reference = one_device_reference

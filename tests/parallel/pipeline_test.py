@@ -67,6 +67,24 @@ def test_pipeline_equals_one_device(one_device_reference, mesh, microbatches, re
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('mesh, microbatches, repeats, zero', [((1, 1, 4), 4, 1, 0),
+                                                               ((2, 2, 2), 4, 2, 3)])
+def test_pipeline_of_grouped_query_llama_blocks_equals_one_device(mesh, microbatches, repeats,
+                                                                  zero):
+  llama = parallel_test.LLAMA
+  cfg = _config(**llama)
+  batches = parallel_test._batches(cfg, 2)
+  reference = parallel_test._run(cfg, jax.devices()[:1], batches)
+  data, model, stages = mesh
+  result = parallel_test._run(_config(data, model, stages, microbatches, repeats, zero, **llama),
+                              jax.devices()[:data * model * stages], batches)
+  parallel_test._assert_trees_close(reference[0], result[0])
+  np.testing.assert_allclose(reference[1], result[1],
+                             rtol=parallel_test.RTOL, atol=parallel_test.ATOL)
+  parallel_test._assert_trees_close(reference[2], result[2])
+
+
+@pytest.mark.slow
 def test_pipeline_with_accumulation_and_remat(one_device_reference):
   batches, reference = one_device_reference
   cfg = _config(2, 1, 4, microbatches=4, repeats=2, train__grad_accum_steps=2,

@@ -1,4 +1,7 @@
-"""GPT-2 Hugging Face interop: logit parity with transformers, round trips, errors."""
+"""GPT-2 Hugging Face interop: logit parity with transformers, round trips, errors.
+
+(The Llama family: tests/interop/hf_llama_test.py.)
+"""
 
 import dataclasses
 import json
@@ -16,7 +19,7 @@ from safetensors.numpy import load_file
 
 from jaxlm import config as config_lib
 from jaxlm.inference import generate
-from jaxlm.interop import gpt2_hf
+from jaxlm.interop import hf as hf_interop
 from jaxlm.parallel import sharding
 from jaxlm.training import steps as steps_lib
 from jaxlm.training.checkpoint import Checkpointer
@@ -60,7 +63,7 @@ def hf(tmp_path_factory) -> Reference:
 def run(hf, tmp_path_factory):
   """The HF model imported into a jaxlm run folder."""
   workdir = str(tmp_path_factory.mktemp('runs') / 'imported')
-  gpt2_hf.import_hf(hf.path, workdir)
+  hf_interop.import_hf(hf.path, workdir)
   return workdir
 
 
@@ -69,7 +72,7 @@ def _float32(c):
 
 
 def test_imported_logits_match_transformers(hf, run):
-  c, params = gpt2_hf.read_run_params(run)
+  c, params = hf_interop.read_run_params(run)
   assert (c.model.vocab_size, c.model.max_len, c.model.d_ff) == (101, 32, 80)
   ours_BLV = np.asarray(_float32(c).apply({'params': params}, TOKENS_BL))
   diff = np.abs(ours_BLV - hf.logits_BLV).max()
@@ -79,7 +82,7 @@ def test_imported_logits_match_transformers(hf, run):
 
 
 def test_greedy_sample_matches_transformers(hf, run):
-  c, params = gpt2_hf.read_run_params(run)
+  c, params = hf_interop.read_run_params(run)
   prompt = TOKENS_BL[0, :5].tolist()
   ours = generate.sample(params, _float32(c), prompt, 6, temperature=0.0)
   model = transformers.GPT2LMHeadModel.from_pretrained(hf.path).eval()
@@ -95,7 +98,7 @@ def test_jaxlm_main_can_resume_the_import(run):
   overrides = {'model.num_layers': 2, 'model.num_heads': 4, 'model.d_model': 64,
                'model.d_ff': 80, 'model.max_len': 32, 'model.vocab_size': 101,
                'data.seq_len': 32}
-  c = config_lib.from_configdict(load_configdict(testdata.REPO / gpt2_hf.EXPERIMENT, overrides))
+  c = config_lib.from_configdict(load_configdict(testdata.REPO / hf_interop.EXPERIMENT, overrides))
   ckpt = Checkpointer(run, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
   ckpt.check_compatible(config_lib.to_dict(c))
   assert ckpt.latest_step() == 0
@@ -105,7 +108,7 @@ def test_jaxlm_main_can_resume_the_import(run):
     s = steps_lib.build(c, mesh)
     state = ckpt.restore(0, s.abstract_state)
     fresh = s.init()
-  _, params = gpt2_hf.read_run_params(run)
+  _, params = hf_interop.read_run_params(run)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(params),
                jax.device_get(state.params))
   # A fresh optimizer state and the RNG init_state would have made.
@@ -114,13 +117,15 @@ def test_jaxlm_main_can_resume_the_import(run):
   np.testing.assert_array_equal(jax.device_get(fresh.rng), jax.device_get(state.rng))
   assert int(state.step) == 0
   with open(os.path.join(run, 'config.json')) as f:
-    assert json.load(f)['model'] == config_lib.to_dict(c)['model']
+    imported = json.load(f)['model']
+  assert imported.pop('dtype') == 'float32'  # an import computes in float32 by default
+  assert imported == {k: v for k, v in config_lib.to_dict(c)['model'].items() if k != 'dtype'}
 
 
 def test_import_settings_are_the_gpt2_124m_experiment():
   # Built in, so that an installed jaxlm imports without a checkout's experiments/.
-  assert (gpt2_hf.gpt2_settings().to_dict()
-          == load_configdict(testdata.REPO / gpt2_hf.EXPERIMENT).to_dict())
+  assert (hf_interop.gpt2_settings().to_dict()
+          == load_configdict(testdata.REPO / hf_interop.EXPERIMENT).to_dict())
 
 
 def test_export_round_trips_exactly(hf, run, tmp_path):
@@ -130,7 +135,8 @@ def test_export_round_trips_exactly(hf, run, tmp_path):
       capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith('exported ')
-  assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors']
+  assert sorted(os.listdir(out)) == ['config.json', 'generation_config.json',
+                                     'model.safetensors']
   # The same tensors, bit for bit, under the same names as save_pretrained's.
   original = load_file(f'{hf.path}/model.safetensors')
   exported = load_file(f'{out}/model.safetensors')
@@ -142,9 +148,9 @@ def test_export_round_trips_exactly(hf, run, tmp_path):
   np.testing.assert_array_equal(_torch_logits(model, TOKENS_BL), hf.logits_BLV)
   # Importing the export gives back the same params.
   again = str(tmp_path / 'reimported')
-  gpt2_hf.import_hf(out, again)
-  jax.tree.map(np.testing.assert_array_equal, gpt2_hf.read_run_params(run)[1],
-               gpt2_hf.read_run_params(again)[1])
+  hf_interop.import_hf(out, again)
+  jax.tree.map(np.testing.assert_array_equal, hf_interop.read_run_params(run)[1],
+               hf_interop.read_run_params(again)[1])
 
 
 def _hf_copy(hf_dir, dest, *, config_edit=None, weights=True):
@@ -163,13 +169,13 @@ def _hf_copy(hf_dir, dest, *, config_edit=None, weights=True):
     ({'activation_function': 'relu'}, r"activation_function='relu' is not supported"),
     ({'layer_norm_epsilon': 1e-6}, r'layer_norm_epsilon=1e-06 is not supported'),
     ({'tie_word_embeddings': False}, r'tie_word_embeddings=False is not supported'),
-    ({'model_type': 'llama'}, r"model_type='llama', not gpt2"),
+    ({'model_type': 'bert'}, r"model_type='bert' is not supported; jaxlm reads gpt2"),
     ({'n_layer': 3}, r'tensor h\.2\.\S+ is missing'),
 ])
 def test_unsupported_configs_are_one_line_errors(hf, tmp_path, edit, message):
   hf_dir = _hf_copy(hf.path, tmp_path / 'hf', config_edit=edit)
   with pytest.raises(ConfigError, match=message) as e:
-    gpt2_hf.import_hf(hf_dir, str(tmp_path / 'run'))
+    hf_interop.import_hf(hf_dir, str(tmp_path / 'run'))
   assert '\n' not in str(e.value)
   assert not os.path.exists(tmp_path / 'run')
 
@@ -187,25 +193,25 @@ def test_missing_and_pickled_inputs_are_one_line_errors(hf, tmp_path):
     f.write(b'never unpickled')
   for hf_dir, message in cases.items():
     with pytest.raises(ConfigError, match=message) as e:
-      gpt2_hf.import_hf(hf_dir, str(tmp_path / 'run'))
+      hf_interop.import_hf(hf_dir, str(tmp_path / 'run'))
     assert '\n' not in str(e.value)
   with pytest.raises(ConfigError, match=r'holds no checkpoint in checkpoints/'):
-    gpt2_hf.export_hf(str(tmp_path / 'empty'), str(tmp_path / 'out'))
+    hf_interop.export_hf(str(tmp_path / 'empty'), str(tmp_path / 'out'))
   config = config_lib.from_configdict(load_configdict(testdata.REPO / 'experiments/gpt_small.py'))
-  with pytest.raises(ConfigError, match=r'model\.use_bias=False'):
-    gpt2_hf.check_exportable(dataclasses.replace(config.model, use_bias=False))
+  with pytest.raises(ConfigError, match=r'is neither GPT-2 .* nor Llama-style'):
+    hf_interop.check_exportable(dataclasses.replace(config.model, use_bias=False))
 
 
 def test_never_overwrites(hf, run, tmp_path):
   before = sorted(os.listdir(os.path.join(run, 'checkpoints')))
   with pytest.raises(ConfigError, match=r'--workdir=\S+ already exists and is not empty'):
-    gpt2_hf.import_hf(hf.path, run)
+    hf_interop.import_hf(hf.path, run)
   assert sorted(os.listdir(os.path.join(run, 'checkpoints'))) == before
   out = tmp_path / 'taken'
   os.makedirs(out)
   (out / 'keep.txt').write_text('mine')
   with pytest.raises(ConfigError, match=r'--out_dir=\S+ already exists and is not empty'):
-    gpt2_hf.export_hf(run, str(out))
+    hf_interop.export_hf(run, str(out))
   assert os.listdir(out) == ['keep.txt']
 
 

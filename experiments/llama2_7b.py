@@ -1,0 +1,51 @@
+"""Llama 2 7B's published shapes, for sizing layouts with the planner (and for accelerators).
+
+32 layers, 32 heads of 128 (multi-head: as many key/value heads), d_model
+4096, SwiGLU d_ff 11008, vocabulary 32,000, context 4096, RoPE theta 10,000,
+RMSNorm eps 1e-5, untied output layer (HF's LlamaConfig for
+meta-llama/Llama-2-7b-hf): 6.74B parameters. The optimiser is the Llama 2
+paper's: AdamW beta2 0.95, eps 1e-5, weight decay 0.1, peak lr 3e-4, 2000
+warmup steps, cosine to 10%, clipping at 1.0.
+
+  python -m jaxlm.plan --config=experiments/llama2_7b.py --devices=64 --hbm_gib=80
+
+The data section is a placeholder (lm1b with a 32,000-piece vocabulary); a
+real run imports the weights and tokenizer (python -m jaxlm.hf import).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict(dict(
+      num_layers=32, num_heads=32, d_model=4096, d_ff=11008, max_len=4096,
+      dropout=0.0, dtype='bfloat16', vocab_size=32000, vocab_multiple=128,
+      tie_embeddings=False, use_bias=False,
+      norm='rmsnorm', norm_eps=1e-05, positions='rope', rope_theta=10000.0,
+      rope_scaling=0.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+      rope_original_max_len=8192,
+      mlp='swiglu', num_kv_heads=0, qkv_bias=False, head_size=0,
+      attention='auto', scan_unroll=1,
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      source='tfds', dataset='lm1b', text_key='text',
+      train_split='train', eval_split='test', manual_dir='',
+      tfds_data_dir='', train_files='', eval_files='',
+      tokenizer='sentencepiece', vocab_size=32000, seq_len=4096,
+      batch_size=256,
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=100000, learning_rate=3e-4, min_lr_ratio=0.1, warmup_steps=2000,
+      weight_decay=0.1, beta1=0.9, beta2=0.95, adam_eps=1e-5, grad_clip=1.0,
+      grad_accum_steps=1, seed=0, log_every=50, eval_every=1000,
+      eval_steps=50, checkpoint_every=1000, keep_checkpoints=3,
+      sample_prompt='The', sample_tokens=100, sample_temperature=0.8,
+      on_nonfinite='skip', spike_factor=3.0,
+  ))
+  c.parallel = ml_collections.ConfigDict(dict(
+      data=-1, model=1, pipeline=1, zero_stage=3, remat='full',
+      microbatches=1, pipeline_schedule='gpipe', pipeline_repeats=1))
+  c.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
+  return c
