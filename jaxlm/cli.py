@@ -38,9 +38,10 @@ def define_common_flags() -> None:
   flags.DEFINE_bool('distributed', False,
                     'Multi-host with the cluster detected (TPU pod, SLURM, Open MPI, k8s).')
   flags.DEFINE_string(
-      'compilation_cache_dir', os.path.join('~', '.cache', 'jaxlm', 'xla'),
+      'compilation_cache_dir',
+      os.environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join('~', '.cache', 'jaxlm', 'xla'),
       "JAX's persistent compilation cache: a second launch loads compiled steps instead of"
-      " compiling them. '' turns it off.")
+      " compiling them (default: $JAX_COMPILATION_CACHE_DIR if set). '' turns it off.")
 
 
 def fail(message: str) -> None:

@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices, set before anything imports jax."""
 
 import os
+import tempfile
 
 # 8 simulated devices. Backend optimisation level 0 skips LLVM's optimisation
 # of the generated CPU code: compiles get about 3x faster, which is most of
@@ -10,6 +11,13 @@ os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
     ' --xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One persistent compilation cache for the session's processes, the ones tests start
+# included (jaxlm's --compilation_cache_dir defaults to JAX_COMPILATION_CACHE_DIR): a
+# program that one test compiled, another loads. Every compile is kept (they are small).
+# The key covers the program, XLA_FLAGS and the jax version, so a hit is the same binary.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), f'jaxlm-tests-xla-cache-{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 
