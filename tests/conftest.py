@@ -39,3 +39,9 @@ def tfds_dir() -> str:
   """One TFDS data_dir for the session, so tiny_shakespeare is prepared once."""
   from tests import testdata
   return testdata.tfds_data_dir()
+
+
+def pytest_collection_modifyitems(items):
+  """The slow tests first (stable otherwise): with several workers, a long test that
+  starts last leaves the others idle at the end. The order changes no result."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)

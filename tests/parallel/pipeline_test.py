@@ -66,15 +66,20 @@ def test_pipeline_equals_one_device(one_device_reference, mesh, microbatches, re
   parallel_test._assert_trees_close(reference[2], result[2])  # updated params
 
 
+@pytest.fixture(scope='module')
+def gqa_reference():
+  cfg = _config(**parallel_test.LLAMA)
+  batches = parallel_test._batches(cfg, 2)
+  return batches, parallel_test._run(cfg, jax.devices()[:1], batches)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('mesh, microbatches, repeats, zero', [((1, 1, 4), 4, 1, 0),
                                                                ((2, 2, 2), 4, 2, 3)])
-def test_pipeline_of_grouped_query_llama_blocks_equals_one_device(mesh, microbatches, repeats,
-                                                                  zero):
+def test_pipeline_of_grouped_query_llama_blocks_equals_one_device(gqa_reference, mesh,
+                                                                  microbatches, repeats, zero):
   llama = parallel_test.LLAMA
-  cfg = _config(**llama)
-  batches = parallel_test._batches(cfg, 2)
-  reference = parallel_test._run(cfg, jax.devices()[:1], batches)
+  batches, reference = gqa_reference
   data, model, stages = mesh
   result = parallel_test._run(_config(data, model, stages, microbatches, repeats, zero, **llama),
                               jax.devices()[:data * model * stages], batches)
@@ -176,9 +181,9 @@ def test_restore_across_pipeline_sizes(tmp_path, shakespeare_dir, tfds_dir):
   saved = tmp_path / 'saved'
   train.run(_config(4, 1, 2, microbatches=2, repeats=2, **base), str(saved))
   original = {r['step']: r['loss'] for r in _metrics(saved) if 'loss' in r}
+  # One stage, four (GPipe), and 3-D; the 8-stage layout's steps are checked above.
   for layout in [dict(data=8), dict(data=2, stages=4, microbatches=4),
-                 dict(stages=8, microbatches=8), dict(data=2, model=2, stages=2,
-                                                       microbatches=2)]:
+                 dict(data=2, model=2, stages=2, microbatches=2)]:
     workdir = tmp_path / '_'.join(f'{k}{v}' for k, v in layout.items())
     shutil.copytree(saved, workdir)  # as if the run had stopped after step 2
     shutil.rmtree(workdir / 'checkpoints' / '4')
