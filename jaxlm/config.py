@@ -26,6 +26,7 @@ class TokenizerKind(enum.Enum):
   CHAR = 'char'
   BYTE = 'byte'
   SENTENCEPIECE = 'sentencepiece'
+  HUGGINGFACE = 'huggingface'  # a Hugging Face tokenizer.json, as an import brings it
 
 
 class Schedule(enum.Enum):

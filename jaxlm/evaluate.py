@@ -1,7 +1,11 @@
 """Loss, perplexity and bits per character/byte of a run over a whole split.
 
   python -m jaxlm.evaluate --workdir=runs/gpt_small [--split=validation] \
-      [--quantize=none|int8] [--batch_size=64]
+      [--quantize=none|int8] [--batch_size=64] [--text_files=GLOB]
+
+--text_files evaluates on local text files (one document a file) instead of
+the run's own data: what an imported Hugging Face run, whose data settings
+are only placeholders, is evaluated on.
 
 Definition. The split is one token stream t_0 .. t_n (jaxlm/data/lm.py: the
 documents' tokens, joined as in training). It is cut into consecutive
@@ -105,10 +109,18 @@ def metrics(nll: float, n: int, tokenizer, tokens) -> dict:
 
 
 def evaluate_run(workdir: str, split: str | None = None, *, quantize_to: str = 'none',
-                 batch_size: int = 0) -> dict:
-  """The metrics of a run folder's newest readable checkpoint over `split` (default: eval split)."""
+                 batch_size: int = 0, text_files: str | None = None) -> dict:
+  """The metrics of a run folder's newest readable checkpoint over `split` (default: eval split).
+
+  text_files: a glob of text files to evaluate on instead of the run's data.
+  """
+  if text_files is not None and split is not None:
+    raise ConfigError('give --split (of the run\'s data) or --text_files, not both')
   run = load_run(workdir, quantize_to=quantize_to)
   d = run.config.data
+  if text_files is not None:
+    d = dataclasses.replace(d, source=DataSource.FILES, train_files=text_files,
+                            eval_files=text_files)
   split = split or d.eval_split
   if split not in (d.train_split, d.eval_split) and d.source is DataSource.FILES:
     raise ConfigError(f'--split={split} is neither data.train_split={d.train_split} nor'
@@ -125,7 +137,8 @@ def _evaluate(_):
   f = flags.FLAGS
   if f.batch_size < 0:
     raise ConfigError(f'--batch_size={f.batch_size} must be >= 0 (0: data.batch_size)')
-  m = evaluate_run(f.workdir, f.split, quantize_to=f.quantize, batch_size=f.batch_size)
+  m = evaluate_run(f.workdir, f.split, quantize_to=f.quantize, batch_size=f.batch_size,
+                   text_files=f.text_files)
   bits = [f'{k.replace("_", " ")} {m[k]:.4f}' for k in ('bits_per_character', 'bits_per_byte')
           if k in m]
   print(f'{f.workdir} step {m["step"]}, {f.quantize} weights'
@@ -139,6 +152,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('split', None, 'Split to evaluate; default: data.eval_split.')
   flags.DEFINE_string('quantize', 'none', 'none or int8 (weight-only).')
   flags.DEFINE_integer('batch_size', 0, 'Windows per batch; 0: data.batch_size.')
+  flags.DEFINE_string('text_files', None, 'Glob of text files to evaluate on instead of the'
+                      " run's data (one document a file).")
 
 
 def main():

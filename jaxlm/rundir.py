@@ -2,6 +2,7 @@
 
   RUN/config.json              the run's settings (jaxlm.config.to_dict), written at each start
   RUN/tokenizer.json           the tokenizer's spec; RUN/tokenizer.model: a SentencePiece model
+                               or a Hugging Face tokenizer.json (an import's)
   RUN/metrics.jsonl            one JSON row per logged train or eval step
   RUN/tensorboard/             TensorBoard event files
   RUN/checkpoints/STEP/        Orbax checkpoints (jaxlm/training/checkpoint.py)
@@ -182,10 +183,10 @@ def read_tokenizer(workdir) -> tuple[dict, bytes | None]:
                       ' of a jaxlm training run')
   spec = json.loads(file.read_text())
   model_file = tokenizer_model_file(workdir)
-  if spec.get('kind') != 'sentencepiece':
+  if spec.get('kind') not in ('sentencepiece', 'huggingface'):
     return spec, None
   if not model_file.exists():
-    raise ConfigError(f'--workdir={workdir} holds {TOKENIZER_FILE} of a SentencePiece'
+    raise ConfigError(f'--workdir={workdir} holds {TOKENIZER_FILE} of a {spec["kind"]}'
                       f' tokenizer but no {TOKENIZER_MODEL_FILE}; restore it or pass another'
                       ' run folder')
   return spec, model_file.read_bytes()

@@ -28,6 +28,7 @@ from absl import flags  # noqa: E402
 
 from jaxlm import cli  # noqa: E402
 from jaxlm.config import ConfigError  # noqa: E402
+from jaxlm.data import tokenizers  # noqa: E402
 from jaxlm.inference import generate  # noqa: E402
 from jaxlm.inference import quantize  # noqa: E402
 # The restore lived here before jaxlm/inference/restore.py: these names stay importable.
@@ -117,9 +118,11 @@ def sample_texts(run: Run, prompts: list[str], max_new_tokens: int,
     result = generate.generate(run.params, run.model, ids, max_new_tokens, sampling=sampling,
                                seed=seed, num_samples=num_samples)
   eos = run.tokenizer.eos_id
-  texts = [[text + run.tokenizer.decode(_cut_at_eos(s, eos)) for s in samples]
-           for text, samples in zip(prompts, result.tokens)]
+  texts = [[tokenizers.continue_text(run.tokenizer, text, prompt_ids, _cut_at_eos(s, eos))
+            for s in samples]
+           for text, prompt_ids, samples in zip(prompts, ids, result.tokens)]
   return texts, result.shifted
+
 
 
 def sampling_from_flags(temperature: float, top_k: int, top_p: float) -> generate.Sampling:

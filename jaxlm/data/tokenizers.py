@@ -1,8 +1,11 @@
-"""Tokenizers: characters, UTF-8 bytes, or a SentencePiece model.
+"""Tokenizers: characters, UTF-8 bytes, a SentencePiece model, or a Hugging Face tokenizer.
 
 A run's tokenizer is built once from the training documents and kept in the
-run folder (`tokenizer.json` names the kind; SentencePiece adds
-`tokenizer.model`), so resuming and sampling use the same vocabulary.
+run folder (`tokenizer.json` names the kind; SentencePiece and Hugging Face
+add their model file as `tokenizer.model`), so resuming and sampling use the
+same vocabulary. A Hugging Face tokenizer (its `tokenizer.json`, read by the
+`tokenizers` library) comes with an import (jaxlm/interop/hf.py); it is never
+trained here.
 """
 
 from __future__ import annotations
@@ -145,6 +148,56 @@ class SentencePieceTokenizer(Tokenizer):
     return {'kind': self.kind.value, 'vocab_size': self.vocab_size}
 
 
+class HuggingFaceTokenizer(Tokenizer):
+  """A Hugging Face `tokenizer.json` through the `tokenizers` library (batched, in Rust).
+
+  Text is encoded without special tokens (no BOS): documents are joined with
+  the model's EOS id, as the other tokenizers' are.
+  """
+  kind = TokenizerKind.HUGGINGFACE
+
+  def __init__(self, tokenizer_json: bytes, eos_id: int | None):
+    import tokenizers
+    self.tokenizer_json = tokenizer_json
+    try:
+      self._tok = tokenizers.Tokenizer.from_str(tokenizer_json.decode('utf-8'))
+    except Exception as e:  # noqa: BLE001  (the library raises plain Exceptions)
+      raise ConfigError(f'tokenizer.json is not a Hugging Face tokenizer the tokenizers'
+                        f' library reads ({str(e)[:120]}); save it again with'
+                        ' save_pretrained') from None
+    self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+    self.eos_id = eos_id
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    return [np.asarray(e.ids, np.int32)
+            for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids, np.int64).ravel()
+    return self._tok.decode(ids[(ids >= 0) & (ids < self.vocab_size)].tolist(),
+                            skip_special_tokens=False)
+
+  def _model_file(self) -> bytes | None:
+    return self.tokenizer_json
+
+  def _spec(self) -> dict:
+    return {'kind': self.kind.value, 'vocab_size': self.vocab_size, 'eos_id': self.eos_id}
+
+
+def continue_text(tokenizer: Tokenizer, text: str, prompt_ids, new_ids) -> str:
+  """The prompt as typed, then the new ids' text as it reads after the prompt's.
+
+  Subword tokenizers decode a piece's leading space only after other pieces, so
+  the continuation is decoded together with the prompt and cut after it.
+  """
+  before = tokenizer.decode(list(prompt_ids))
+  after = tokenizer.decode(list(prompt_ids) + list(new_ids))
+  return text + (after[len(before):] if after.startswith(before) else tokenizer.decode(new_ids))
+
+
 def load_tokenizer(workdir: str) -> Tokenizer:
   """The tokenizer saved in a run folder."""
   spec, model = rundir.read_tokenizer(workdir)
@@ -153,6 +206,8 @@ def load_tokenizer(workdir: str) -> Tokenizer:
     return CharTokenizer(spec['chars'])
   if kind is TokenizerKind.BYTE:
     return ByteTokenizer()
+  if kind is TokenizerKind.HUGGINGFACE:
+    return HuggingFaceTokenizer(model, spec.get('eos_id'))
   return SentencePieceTokenizer(model)
 
 
@@ -162,6 +217,11 @@ def new_tokenizer(cfg: DataConfig, train_documents: Callable[[], Iterable[str]])
     return ByteTokenizer()
   if cfg.tokenizer is TokenizerKind.CHAR:
     return CharTokenizer.train(train_documents())
+  if cfg.tokenizer is TokenizerKind.HUGGINGFACE:
+    raise ConfigError('data.tokenizer=huggingface reads the tokenizer a Hugging Face import'
+                      ' put in the run folder, and this one has none; import with'
+                      ' python -m jaxlm.hf import (from a folder with tokenizer.json) or pick'
+                      ' char, byte or sentencepiece')
   return SentencePieceTokenizer.train(train_documents(), cfg.vocab_size)
 
 

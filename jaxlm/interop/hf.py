@@ -26,8 +26,10 @@ trains with parallel.model=1 (data, ZeRO and pipeline parallelism all work).
 Precision: an import computes in float32 unless dtype is given; then its
 logits equal transformers' within 1e-4 (docs/interop.md has what bf16 costs).
 
-Tokenizer: the HF tokenizer is not carried over (docs/interop.md says what
-works without it).
+Tokenizer: a `tokenizer.json` beside the weights comes along (data.tokenizer=
+huggingface, read by the `tokenizers` library), with the source's EOS id, so
+the run samples, evaluates and fine-tunes on text like a trained one; without
+one the run takes token ids (docs/interop.md).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ CONFIG_FILE = 'config.json'  # Hugging Face's, in an HF directory
 WEIGHTS_FILE = 'model.safetensors'
 INDEX_FILE = 'model.safetensors.index.json'
 GENERATION_FILE = 'generation_config.json'
+TOKENIZER_FILE = 'tokenizer.json'  # a Hugging Face tokenizer (the tokenizers library's)
 PICKLE_FILES = ('pytorch_model.bin', 'pytorch_model.bin.index.json')
 IMPORT_DTYPE = 'float32'  # an import's compute dtype unless one is asked for
 
@@ -229,6 +232,8 @@ def import_config(hf_dir: str, experiment: str | None = None, *, dtype: str | No
                       f' {IMPORT_DTYPE})')
   cd.model.update(model)
   cd.model.dtype = dtype or IMPORT_DTYPE
+  if os.path.exists(os.path.join(hf_dir, TOKENIZER_FILE)):
+    cd.data.tokenizer = 'huggingface'  # the run folder's, from the import
   cd.data.vocab_size = model['vocab_size']  # a tokenizer trained later matches
   cd.data.seq_len = min(cd.data.seq_len, model['max_len'])
   return config_lib.from_configdict(cd)
@@ -263,6 +268,8 @@ def import_hf(hf_dir: str, workdir: str, experiment: str | None = None, *,
   check_tensors(tensors, c.model, family, hf_dir)
   params = families.params_from_hf(tensors, c.model, family)
   _check_param_tree(params, c.model)
+  generation = _generation(hf_dir)
+  tokenizer = _hf_tokenizer(hf_dir, hf, generation)
 
   layout, mesh = _plain_layout(c)
   with sharding.activate(mesh):
@@ -282,8 +289,25 @@ def import_hf(hf_dir: str, workdir: str, experiment: str | None = None, *,
   ckpt.wait()
   ckpt.close()
   rundir.write_config_dict(workdir, config_dict)
-  rundir.write_hf_source(workdir, {'config': hf, 'generation_config': _generation(hf_dir)})
+  rundir.write_hf_source(workdir, {'config': hf, 'generation_config': generation})
+  if tokenizer is not None:
+    tokenizer.save(workdir)
   return c
+
+
+def _hf_tokenizer(hf_dir: str, hf: dict, generation: dict | None):
+  """The folder's tokenizer.json as a jaxlm tokenizer (EOS from the generation config)."""
+  path = os.path.join(hf_dir, TOKENIZER_FILE)
+  if not os.path.exists(path):
+    return None
+  from jaxlm.data.tokenizers import HuggingFaceTokenizer
+  eos = (generation or {}).get('eos_token_id', hf.get('eos_token_id'))
+  eos = eos[0] if isinstance(eos, list) and eos else eos
+  with open(path, 'rb') as f:
+    try:
+      return HuggingFaceTokenizer(f.read(), eos if isinstance(eos, int) else None)
+    except ConfigError as e:
+      raise ConfigError(f'{path}: {e}') from None
 
 
 def _generation(hf_dir: str) -> dict | None:
@@ -365,6 +389,11 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
       json.dump(config, f, indent=2)
     with open(os.path.join(tmp, GENERATION_FILE), 'w') as f:
       json.dump(generation_config(config, source.get('generation_config')), f, indent=2)
+    if rundir.has_tokenizer(workdir):
+      spec, model_file = rundir.read_tokenizer(workdir)
+      if spec.get('kind') == 'huggingface' and model_file:
+        with open(os.path.join(tmp, TOKENIZER_FILE), 'wb') as f:
+          f.write(model_file)  # the imported tokenizer.json, byte for byte
     # transformers refuses safetensors files without format metadata.
     st.numpy.save_file(tensors, os.path.join(tmp, WEIGHTS_FILE), metadata={'format': 'pt'})
     os.rename(tmp, out_dir)  # also takes the place of an empty out_dir

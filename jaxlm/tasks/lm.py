@@ -111,7 +111,7 @@ class LanguageModelling(Task):
     prompt = self.tokenizer.encode(t.sample_prompt)
     ids = generate.sample(params, GPT(self.config.model), list(prompt), t.sample_tokens,
                           temperature=t.sample_temperature, seed=t.seed)
-    text = t.sample_prompt + self.tokenizer.decode(ids)
+    text = tokenizers.continue_text(self.tokenizer, t.sample_prompt, prompt, ids)
     log('sample:\n' + text)
     if jax.process_index() == 0:
       rundir.write_sample(workdir, text)

@@ -118,3 +118,42 @@ def test_sentencepiece_vocab_size_that_cannot_work(tmp_path, vocab_size):
 def test_load_from_a_folder_without_tokenizer(tmp_path):
   with pytest.raises(ConfigError, match=r'workdir=.* holds no tokenizer\.json'):
     tokenizers.load_tokenizer(str(tmp_path))
+
+
+def _hf_bpe(tmp_path):
+  """A small byte-level BPE trained with the tokenizers library, as tokenizer.json bytes."""
+  import tokenizers
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=300, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(['to be or not to be, that is the question'] * 50, trainer)
+  return tok.to_str().encode()
+
+
+def test_a_hugging_face_tokenizer_round_trips_through_the_run_folder(tmp_path):
+  from jaxlm.data.tokenizers import HuggingFaceTokenizer, continue_text, load_tokenizer
+  tok = HuggingFaceTokenizer(_hf_bpe(tmp_path), eos_id=7)
+  text = 'to be, or not to be: café'
+  ids = tok.encode(text)
+  assert tok.decode(ids) == text  # byte-level: any text
+  assert [x.tolist() for x in tok.encode_batch([text, 'be'])] == [ids.tolist(),
+                                                                  tok.encode('be').tolist()]
+  tok.save(str(tmp_path))
+  again = load_tokenizer(str(tmp_path))
+  assert (again.kind, again.vocab_size, again.eos_id) == (tok.kind, tok.vocab_size, 7)
+  assert again.encode(text).tolist() == ids.tolist()
+  # A continuation reads as it does after the prompt (its leading space kept).
+  prompt, more = tok.encode('to be'), tok.encode(' or not').tolist()
+  assert continue_text(tok, 'to be', prompt, more) == 'to be or not'
+
+
+def test_huggingface_is_never_trained_here(tmp_path):
+  from jaxlm.config import ConfigError
+  from jaxlm.data.tokenizers import new_tokenizer
+  from tests.configs import tiny_config
+  cfg = tiny_config(data__tokenizer='huggingface').data
+  with pytest.raises(ConfigError, match=r'data\.tokenizer=huggingface reads the tokenizer a'
+                                        r' Hugging Face import put in the run folder'):
+    new_tokenizer(cfg, lambda: ['text'])

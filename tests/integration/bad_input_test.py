@@ -143,7 +143,7 @@ ROWS = [
     ('mesh larger than the devices', lambda u: _files_main(u, '--config.parallel.data=16'), 1,
      r'parallel'),
     ('unknown tokenizer', lambda u: _files_main(u, '--config.data.tokenizer=words'), 1,
-     r"data\.tokenizer='words' is not one of: char, byte, sentencepiece"),
+     r"data\.tokenizer='words' is not one of: char, byte, sentencepiece, huggingface"),
     ('planner: invalid setting',
      lambda u: ['jaxlm.plan', '--config=experiments/gpt_small.py', '--devices=2',
                 '--config.parallel.zero_stage=5'], 1,

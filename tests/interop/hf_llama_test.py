@@ -68,7 +68,22 @@ def hf(request, tmp_path_factory) -> Reference:
       p.add_(0.05 * torch.randn_like(p))
   path = str(tmp_path_factory.mktemp('hf') / family)
   model.save_pretrained(path, safe_serialization=True)
+  if family == 'llama':  # one family brings a tokenizer.json (the others: ids only)
+    _word_tokenizer().save(os.path.join(path, 'tokenizer.json'))
   return Reference(family, path, model, _torch_logits(model, TOKENS_BL))
+
+
+WORDS = [f'w{i}' for i in range(100)]  # ids 1..100; 0 is [UNK]
+
+
+def _word_tokenizer():
+  """A 101-token word-level tokenizer.json, the size of the random models' vocabulary."""
+  import tokenizers
+  vocab = {'[UNK]': 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token='[UNK]'))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  tok.decoder = tokenizers.decoders.WordPiece(prefix='##')  # joins words with spaces
+  return tok
 
 
 @pytest.fixture(scope='module')
@@ -111,8 +126,12 @@ def test_kv_cache_holds_the_kv_heads_only(run):
 def test_export_round_trips_exactly(hf, run, tmp_path):
   out = str(tmp_path / 'exported')
   jaxlm.export_hf(run, out)
-  assert sorted(os.listdir(out)) == ['config.json', 'generation_config.json',
-                                     'model.safetensors']
+  assert sorted(os.listdir(out)) == sorted(
+      ['config.json', 'generation_config.json', 'model.safetensors']
+      + (['tokenizer.json'] if hf.family == 'llama' else []))
+  if hf.family == 'llama':  # the imported tokenizer.json, byte for byte
+    with open(f'{out}/tokenizer.json', 'rb') as a, open(f'{hf.path}/tokenizer.json', 'rb') as b:
+      assert a.read() == b.read()
   original = load_file(f'{hf.path}/model.safetensors')
   exported = load_file(f'{out}/model.safetensors')
   assert sorted(exported) == sorted(original)
@@ -130,15 +149,51 @@ def test_export_round_trips_exactly(hf, run, tmp_path):
 
 
 def test_sample_and_evaluate_verbs_run_on_an_import(hf, run, tmp_path):
-  if hf.family != 'llama':
-    pytest.skip('one family is enough for the command lines')
+  """The command lines on an import: Llama's tokenizer.json came along, Qwen2 has none."""
   import subprocess
   import sys
+  model = jaxlm.load(run)
+  if hf.family == 'qwen2':  # no tokenizer: --tokens, ids in and ids out
+    assert model.tokenizer is None
+    result = subprocess.run(
+        [sys.executable, '-m', 'jaxlm.sample', f'--workdir={run}', '--tokens=5,7,11',
+         '--max_new_tokens=4', '--temperature=0'], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    greedy = model.generate([[5, 7, 11]], 4, temperature=0.0)[0]
+    assert result.stdout.split() == [str(t) for t in greedy]
+    return
+  if hf.family != 'llama':
+    pytest.skip('Llama and Qwen2 cover the command lines')
+  assert model.tokenizer.kind.value == 'huggingface' and model.tokenizer.eos_id == 2
+  hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=f'{hf.path}/tokenizer.json')
+  text = ' '.join(WORDS[i] for i in TOKENS_BL[0, :30] % 100)
+  ids = model.tokenizer.encode(text).tolist()
+  assert ids == hf_tok.encode(text, add_special_tokens=False)
+  # --prompt: text in, the prompt and its greedy continuation out.
+  prompt = 'w4 w8 w15'
   result = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.sample', f'--workdir={run}', '--tokens=5,7,11',
-       '--max_new_tokens=4', '--temperature=0'], capture_output=True, text=True, check=False)
+      [sys.executable, '-m', 'jaxlm.sample', f'--workdir={run}', f'--prompt={prompt}',
+       '--max_new_tokens=5', '--temperature=0'], capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr
-  assert result.stdout.strip(), result.stdout
+  new = model.generate([prompt], 5, temperature=0.0)[0]
+  cut = new[:new.index(2)] if 2 in new else new  # text stops at the EOS id
+  assert result.stdout.strip() == hf_tok.decode(model.tokenizer.encode(prompt).tolist() + cut)
+  # evaluate --text_files: the loss transformers gives the same windows.
+  doc = tmp_path / 'doc.txt'
+  doc.write_text(' '.join(WORDS[i] for i in np.random.default_rng(1).integers(0, 100, 150)))
+  result = subprocess.run(
+      [sys.executable, '-m', 'jaxlm.evaluate', f'--workdir={run}', f'--text_files={doc}'],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  loss = float(result.stdout.split('loss ')[1].split()[0])
+  stream = hf_tok.encode(doc.read_text(), add_special_tokens=False) + [2]  # + EOS
+  L, nll = model.config.data.seq_len, 0.0
+  for start in range(0, len(stream) - 1, L):
+    window = stream[start:start + L + 1]
+    logp = torch.log_softmax(torch.tensor(_torch_logits(hf.model, np.array([window[:-1]]))[0]),
+                             -1)
+    nll -= float(logp[torch.arange(len(window) - 1), torch.tensor(window[1:])].sum())
+  assert loss == pytest.approx(nll / (len(stream) - 1), abs=1e-4)
 
 
 def _copy(hf_dir, dest, *, config_edit=None, drop=None):
