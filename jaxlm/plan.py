@@ -149,8 +149,12 @@ def _mesh(c: Config, num_devices: int):
 
 
 def suggest(c: Config, num_devices: int, device_memory: float,
-            max_compiles: int = 4) -> Plan | None:
+            max_compiles: int = 4, fallback: Plan | None = None) -> Plan | None:
   """The fitting layout with the least per-device state.
+
+  fallback: the config's own compiled plan, returned when it fits and none of
+  the compiled candidates does (less state is not less memory when activations
+  dominate: a wider model axis leaves more rows of the batch on each device).
 
   Candidates are ranked by their exact state bytes (cheap); the first
   `max_compiles` whose state fits are compiled to add XLA's temporaries. When
@@ -173,6 +177,8 @@ def suggest(c: Config, num_devices: int, device_memory: float,
       full = compile_plan(cand, _mesh(cand, num_devices))
       if full.total <= device_memory:
         return full
+  if fallback is not None and fallback.total <= device_memory:
+    return fallback
   return None
 
 
@@ -201,10 +207,14 @@ def _plan(_) -> None:
     print(f'model.vocab_size=0 (from a tokenizer): using {config_lib.SYNTHETIC_VOCAB}')
   c = config_lib.resolve_vocab(c, config_lib.SYNTHETIC_VOCAB)
   n = jax.device_count()
-  print(format_plan(compile_plan(c, sharding.make_mesh(c.parallel))))
+  own = compile_plan(c, sharding.make_mesh(c.parallel))
+  print(format_plan(own))
   if f.device_memory:
-    best = suggest(c, n, f.device_memory * GiB)
-    if best is None:
+    best = suggest(c, n, f.device_memory * GiB, fallback=own)
+    if best is own:
+      print(f'suggested for {f.device_memory} GiB per device: the config\'s own layout above'
+            ' (the layouts with less state that were compiled need more temporaries)')
+    elif best is None:
       print(f'none of the layouts with the least state on {n} devices fits'
             f' {f.device_memory} GiB per device; raise train.grad_accum_steps,'
             ' lower data.batch_size or use more devices')

@@ -66,6 +66,19 @@ def test_suggests_the_smallest_layout_that_fits():
   assert plan.suggest(cfg, 8, device_memory=1024) is None
 
 
+def test_the_configs_own_layout_is_suggested_when_less_state_needs_more_memory(monkeypatch):
+  cfg = tiny_config(parallel__data=8)
+  own = plan.Plan(layout=(8, 1, 1, 0, 'none'), params=10, opt_state=20, grads=10, temp=60)
+
+  def compiled(c, mesh):  # every candidate's temporaries overflow the budget
+    p = plan.state_bytes(c, mesh)
+    p.temp = 10 * plan.GiB
+    return p
+  monkeypatch.setattr(plan, 'compile_plan', compiled)
+  assert plan.suggest(cfg, 8, device_memory=5 * 2 ** 20, fallback=own) is own  # compiles 4
+  assert plan.suggest(cfg, 8, device_memory=50, fallback=own) is None  # own needs 100 B
+
+
 def test_tensor_parallel_loss_never_gathers_the_logits():
   """With the vocabulary split over `model`, no collective moves a vocab-sized axis."""
   import re
