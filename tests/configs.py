@@ -14,6 +14,10 @@ TINY = {
 }
 
 
+# Llama's blocks in place of GPT-2's (tiny_config overrides); tests add kv heads etc.
+LLAMA_BLOCKS = {'model__norm': 'rmsnorm', 'model__positions': 'rope', 'model__mlp': 'swiglu'}
+
+
 def tiny_config(**overrides) -> config_lib.Config:
   """gpt_small shrunk to test size; overrides as {'section.name': value}."""
   merged = dict(TINY)

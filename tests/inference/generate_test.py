@@ -12,7 +12,7 @@ from jaxlm.parallel import sharding
 from jaxlm.training import steps as steps_lib
 from jaxlm.inference.generate import Sampling
 from jaxlm.model.gpt import GPT, init_cache
-from tests.configs import tiny_config
+from tests.configs import LLAMA_BLOCKS, tiny_config
 
 RTOL, ATOL = 1e-5, 1e-5  # float32; the cached path sums in another order
 PROMPTS = [[5, 9, 2], [7, 1, 3, 3, 8, 12, 40, 2, 9], [33]]
@@ -55,7 +55,7 @@ def _reference_greedy(model, params, prompt, n):
   return out
 
 
-LLAMA = dict(model__norm='rmsnorm', model__positions='rope', model__mlp='swiglu',
+LLAMA = dict(**LLAMA_BLOCKS,
              model__num_kv_heads=2, model__qkv_bias=True)
 
 

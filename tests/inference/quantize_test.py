@@ -12,7 +12,7 @@ from jaxlm.parallel import sharding
 from jaxlm.training import steps as steps_lib
 from jaxlm.model.gpt import GPT
 from jaxlm.inference.quantize import QArray
-from tests.configs import tiny_config
+from tests.configs import LLAMA_BLOCKS, tiny_config
 
 
 def _setup(**overrides):
@@ -32,7 +32,7 @@ def _quantized_leaves(params, qparams):
 
 
 UNTIED = {'model__tie_embeddings': False, 'model__use_bias': True}
-LLAMA = {'model__norm': 'rmsnorm', 'model__positions': 'rope', 'model__mlp': 'swiglu',
+LLAMA = {**LLAMA_BLOCKS,
          'model__num_kv_heads': 2, 'model__tie_embeddings': False}
 
 

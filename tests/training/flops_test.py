@@ -5,11 +5,11 @@ import jax.numpy as jnp
 
 from jaxlm.training import flops
 from jaxlm.model.gpt import GPT, count_params
-from tests.configs import tiny_config
+from tests.configs import LLAMA_BLOCKS, tiny_config
 
 
 def test_non_embedding_params_match_the_model():
-  llama = dict(model__norm='rmsnorm', model__positions='rope', model__mlp='swiglu')
+  llama = LLAMA_BLOCKS
   for overrides in ({}, {'model__use_bias': True}, {'model__tie_embeddings': False}, llama,
                     {**llama, 'model__num_kv_heads': 1, 'model__qkv_bias': True},
                     {**llama, 'model__num_kv_heads': 2, 'model__head_size': 8,

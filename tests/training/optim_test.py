@@ -8,9 +8,9 @@ from jaxlm.config import ConfigError
 from jaxlm.model.gpt import GPT
 from jaxlm.parallel import sharding
 from jaxlm.training import optim, steps
-from tests.configs import tiny_config
+from tests.configs import LLAMA_BLOCKS, tiny_config
 
-LLAMA = dict(model__norm='rmsnorm', model__positions='rope', model__mlp='swiglu',
+LLAMA = dict(**LLAMA_BLOCKS,
              model__num_kv_heads=2, model__qkv_bias=True, model__tie_embeddings=False)
 
 
