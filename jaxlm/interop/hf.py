@@ -217,7 +217,10 @@ def import_config(hf_dir: str, experiment: str | None = None, *, dtype: str | No
 
   dtype sets model.dtype, the compute dtype (default float32; parameters are float32).
   """
-  hf = read_hf_config(hf_dir)
+  return _config_from(read_hf_config(hf_dir), hf_dir, experiment, dtype)
+
+
+def _config_from(hf: dict, hf_dir: str, experiment: str | None, dtype: str | None) -> Config:
   model = families.model_settings(hf, os.path.join(hf_dir, CONFIG_FILE))
   if experiment is None:
     cd = gpt2_settings()
@@ -261,8 +264,8 @@ def import_hf(hf_dir: str, workdir: str, experiment: str | None = None, *,
   experiment: a file of the other run settings (default: gpt2_settings()).
   """
   _refuse_existing(workdir, 'workdir', 'import')
-  c = import_config(hf_dir, experiment, dtype=dtype)
   hf = read_hf_config(hf_dir)
+  c = _config_from(hf, hf_dir, experiment, dtype)
   family = families.family_of(hf, hf_dir)
   tensors = _untie(read_hf_tensors(hf_dir, family), c.model, family, hf_dir)
   check_tensors(tensors, c.model, family, hf_dir)

@@ -84,11 +84,15 @@ def _tp_config(data=-1, model=1, zero=0):
                      parallel__zero_stage=zero)
 
 
-@pytest.fixture(scope='module')
-def one_device_reference():
-  cfg = _tp_config()
+def reference(cfg):
+  """Two batches and what one device computes on them (gradients, losses, params)."""
   batches = _batches(cfg, 2)
   return batches, _run(cfg, jax.devices()[:1], batches)
+
+
+@pytest.fixture(scope='module')
+def one_device_reference():
+  return reference(_tp_config())
 
 
 @pytest.mark.parametrize('data, model, zero', TP_ZERO,
@@ -111,9 +115,7 @@ GQA_LAYOUTS = [(8, 1, 3), (4, 2, 2), (2, 4, 1), (1, 8, 0)]
 
 @pytest.fixture(scope='module')
 def gqa_reference():
-  cfg = tiny_config(**LLAMA)
-  batches = _batches(cfg, 2)
-  return batches, _run(cfg, jax.devices()[:1], batches)
+  return reference(tiny_config(**LLAMA))
 
 
 @pytest.mark.parametrize('data, model, zero', GQA_LAYOUTS,

@@ -29,9 +29,7 @@ def _config(data=1, model=1, stages=1, microbatches=1, repeats=1, zero=0, **over
 
 @pytest.fixture(scope='module')
 def one_device_reference():
-  cfg = _config()
-  batches = parallel_test._batches(cfg, 2)
-  return batches, parallel_test._run(cfg, jax.devices()[:1], batches)
+  return parallel_test.reference(_config())
 
 
 # (data, model, pipeline), microbatches, repeats (1: GPipe, >1: circular), ZeRO stage
@@ -68,9 +66,7 @@ def test_pipeline_equals_one_device(one_device_reference, mesh, microbatches, re
 
 @pytest.fixture(scope='module')
 def gqa_reference():
-  cfg = _config(**parallel_test.LLAMA)
-  batches = parallel_test._batches(cfg, 2)
-  return batches, parallel_test._run(cfg, jax.devices()[:1], batches)
+  return parallel_test.reference(_config(**parallel_test.LLAMA))
 
 
 @pytest.mark.slow
