@@ -14,7 +14,8 @@ with `$ `) that runs `python -m jaxlm...`, `jaxlm <verb>` or
     required flags are given, and its positional arguments fit.
 
 A ```text block that shows a command followed by its `error: ...` line runs
-that command (it stops at the config check) and compares the line. README.md
+that command (it stops at the config check) and compares the line; one that
+shows a `jaxlm.plan` command and its output runs it and compares every line. README.md
 keeps at most 210 lines and the CI test command, and every relative link and
 #anchor in README.md and docs/ resolves. Paths a reader replaces (RUN_DIR,
 /path/to/...) are fine: only flags and configs are checked.
@@ -468,6 +469,31 @@ def test_documented_errors_are_what_the_command_prints(c: Command):
   assert errors == c.errors, f'{c}\nstderr: {out.stderr[-2000:]}'
   shows_traceback = any(line.startswith('Traceback') for line in c.output)
   assert ('Traceback' in out.stderr) == shows_traceback, f'{c}\nstderr: {out.stderr[-2000:]}'
+
+
+# Planner examples whose shown output the suite compares with what they print.
+# The slow ones (a minute or more of compiling each) only with JAXLM_SLOW_DOCS=1.
+OUTPUT_EXAMPLES = [c for c in ALL_COMMANDS if c.module == 'jaxlm.plan' and c.output
+                   and not c.errors]
+SLOW_OUTPUTS = ('experiments/gpt2_124m.py', 'experiments/llama')
+
+
+@pytest.mark.parametrize('c', OUTPUT_EXAMPLES, ids=_id)
+def test_shown_output_is_what_the_command_prints(c: Command):
+  slow = any(name in c.text for name in SLOW_OUTPUTS)
+  if slow and os.environ.get('JAXLM_SLOW_DOCS') != '1':
+    pytest.skip('minutes of compiling: JAXLM_SLOW_DOCS=1 runs it')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # --devices sets them
+  env.update(JAX_PLATFORMS='cpu', **dict(e.split('=', 1) for e in c.env))
+  out = subprocess.run([sys.executable, '-m', c.module, *c.args, '--compilation_cache_dir='],
+                       cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+  assert out.returncode == 0, f'{c}\nstderr: {out.stderr[-2000:]}'
+  shown = [line.rstrip() for line in c.output if line.strip()]
+  assert out.stdout.rstrip().splitlines() == shown, f'{c}\nprinted:\n{out.stdout}'
+
+
+def test_a_shown_output_is_checked_on_every_run():
+  assert any(not any(name in c.text for name in SLOW_OUTPUTS) for c in OUTPUT_EXAMPLES)
 
 
 def test_commands_named_as_executed_elsewhere_are_in_the_docs_and_their_tests_exist():
