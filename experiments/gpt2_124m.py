@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
       tfds_data_dir='', train_files='', eval_files='',
       tokenizer='sentencepiece', vocab_size=50257, seq_len=1024,
       batch_size=512,
+      # Data at scale (docs/data.md): a prepared folder, the raw-input cache, the
+      # files' format, a given tokenizer file, document packing.
+      dataset_dir='', cache_dir='', file_format='text', tokenizer_file='', pack=False,
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=20000, learning_rate=6e-4, min_lr_ratio=0.1, warmup_steps=700,

@@ -5,6 +5,7 @@
   jaxlm sample   --workdir=RUN --prompt=...                          (python -m jaxlm.sample)
   jaxlm evaluate --workdir=RUN                                       (python -m jaxlm.evaluate)
   jaxlm plan     --config=... --devices=64                           (python -m jaxlm.plan)
+  jaxlm prepare  --config=... --out=DATASET_DIR                      (python -m jaxlm.prepare)
   jaxlm plot     RUN... --out=loss.png                               (python -m jaxlm.plot)
   jaxlm import-hf --hf_dir=DIR --workdir=RUN                         (python -m jaxlm.hf import)
   jaxlm export-hf --workdir=RUN --out_dir=DIR                        (python -m jaxlm.hf export)
@@ -21,6 +22,7 @@ VERBS = {  # verb -> (module, leading arguments)
     'sample': ('jaxlm.sample', []),
     'evaluate': ('jaxlm.evaluate', []),
     'plan': ('jaxlm.plan', []),
+    'prepare': ('jaxlm.prepare', []),
     'plot': ('jaxlm.plot', []),
     'import-hf': ('jaxlm.hf', ['import']),
     'export-hf': ('jaxlm.hf', ['export']),

@@ -374,8 +374,7 @@ def validate(c: Config) -> None:
   if d.source is DataSource.TFDS and not d.dataset:
     raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
   _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN),
-              'data.pack': d.pack, 'data.dataset_dir': bool(d.dataset_dir),
-              'data.file_format': d.file_format is not FileFormat.TEXT}
+              'data.pack': d.pack}
   for name, used in _not_yet.items():  # (each is removed as its part of docs/data.md lands)
     if used:
       raise ConfigError(f'{name} is not available in this version yet; leave it at its default')
@@ -525,12 +524,9 @@ def validate_classify(c: Config) -> None:
     _validate_csv(d)
   else:
     _validate_tfds(d)
-  _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN),
-              'data.pack': d.pack, 'data.dataset_dir': bool(d.dataset_dir),
-              'data.file_format': d.file_format is not FileFormat.TEXT}
-  for name, used in _not_yet.items():  # (each is removed as its part of docs/data.md lands)
-    if used:
-      raise ConfigError(f'{name} is not available in this version yet; leave it at its default')
+  if d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN):  # (until it lands)
+    raise ConfigError('data.tokenizer is not available in this version yet; leave it at its'
+                      ' default')
   if d.tokenizer is TokenizerKind.SENTENCEPIECE and d.vocab_size <= 0:
     raise ConfigError('data.tokenizer=sentencepiece needs data.vocab_size > 0, e.g. 8000')
   if not c.classifier.init_from and d.max_length > m.max_len:

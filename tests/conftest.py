@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices, set before anything imports jax."""
 
 import os
+import shutil
 import tempfile
 
 # 8 simulated devices. Backend optimisation level 0 skips LLVM's optimisation
@@ -18,6 +19,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
     tempfile.gettempdir(), f'jaxlm-tests-xla-cache-{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# Prepared datasets (jaxlm/data/prepare.py's cache by fingerprint) go to a folder of this
+# test process and the commands it starts, never the user's ~/.cache; removed at the end.
+_DATASET_CACHE = tempfile.mkdtemp(prefix='jaxlm-tests-datasets-')
+os.environ['JAXLM_DATASET_CACHE'] = _DATASET_CACHE
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 
@@ -45,3 +50,7 @@ def pytest_collection_modifyitems(items):
   """The slow tests first (stable otherwise): with several workers, a long test that
   starts last leaves the others idle at the end. The order changes no result."""
   items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
+def pytest_unconfigure(config):
+  shutil.rmtree(_DATASET_CACHE, ignore_errors=True)

@@ -1,9 +1,9 @@
 """Token streams and batches.
 
-A split becomes one flat token stream, built anew at each start (no cache a
-changed input could go stale against): each document's tokens followed by the
+A split is one flat token stream: each document's tokens followed by the
 tokenizer's EOS id, or, for tokenizers without one (char, byte), documents
-joined by '\\n'.
+joined by '\\n'. Training reads it from a prepared dataset folder
+(jaxlm/data/prepare.py, memory-mapped); tokenize_split builds it in memory.
 
 Training batches are a pure function of (seed, step): each epoch visits every
 non-overlapping window of the stream once, in a seeded random order and from
@@ -26,15 +26,19 @@ _DOCS_PER_CHUNK = 4096  # documents tokenized together (SentencePiece threads)
 
 
 def tokenize_split(cfg: DataConfig, tokenizer, split: str) -> np.ndarray:
-  """The split as one token stream; checks it holds at least one window."""
+  """The split as one token stream, in memory; checks it holds at least one window."""
   tokens = _tokenize(tokenizer, documents(cfg, split))
-  # Training needs room for one window plus the epoch offset; eval one window.
-  needed = cfg.seq_len + 1 + (cfg.seq_len if split == cfg.train_split else 0)
-  if len(tokens) < needed:
-    raise ConfigError(
-        f'the {split!r} split has {len(tokens)} tokens, fewer than the {needed} that'
-        f' data.seq_len={cfg.seq_len} needs; lower data.seq_len or use more text')
+  check_length(cfg, len(tokens), split)
   return tokens
+
+
+def check_length(cfg: DataConfig, num_tokens: int, split: str) -> None:
+  """Training needs room for one window plus the epoch offset; eval one window."""
+  needed = cfg.seq_len + 1 + (cfg.seq_len if split == cfg.train_split else 0)
+  if num_tokens < needed:
+    raise ConfigError(
+        f'the {split!r} split has {num_tokens} tokens, fewer than the {needed} that'
+        f' data.seq_len={cfg.seq_len} needs; lower data.seq_len or use more text')
 
 
 def _tokenize(tokenizer, docs: Iterable[str]) -> np.ndarray:
@@ -81,7 +85,10 @@ def _local_rows(batch_size: int, process_index: int, process_count: int) -> np.n
 
 
 def _windows(tokens, starts: np.ndarray, seq_len: int) -> dict:
-  chunk = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], np.int32)
+  if hasattr(tokens, 'windows'):  # a prepared dataset's stream (data/dataset.py)
+    chunk = tokens.windows(starts, seq_len + 1)
+  else:
+    chunk = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], np.int32)
   return {'inputs': chunk[:, :-1], 'targets': chunk[:, 1:]}
 
 

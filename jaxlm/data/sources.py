@@ -13,7 +13,6 @@ minutes of TFDS's retries.
 from __future__ import annotations
 
 import difflib
-import glob
 import os
 import urllib.parse
 from importlib import resources
@@ -21,7 +20,7 @@ from typing import Iterable, Iterator
 
 from jaxlm.config import ConfigError, DataConfig, DataSource
 
-EVAL_HOLDOUT = 0.1  # files source without eval_files: the last 10% of the text
+EVAL_HOLDOUT = 0.1  # files source without eval_files: the last 10% of the bytes
 BUNDLED = ('tiny_shakespeare',)  # TFDS datasets whose download is in data/corpora/<name>/
 PROBE_TIMEOUT_S = 5  # per download host; at most PROBE_HOSTS of them are tried
 PROBE_HOSTS = 4
@@ -30,19 +29,25 @@ OFFLINE_FIX = ('set data.manual_dir to a folder with its files, data.tfds_data_d
 
 
 def documents(cfg: DataConfig, split: str) -> Iterator[str]:
-  """The text documents of `split` (cfg.train_split or cfg.eval_split).
+  """The text documents of `split` (cfg.train_split or cfg.eval_split), in source order.
 
   tfds: the `cfg.text_key` feature of each example of that TFDS split.
-  files: each file matching cfg.train_files (sorted) for the train split, or
-  cfg.eval_files for the eval split; with eval_files='' the last 10% of the
-  train files' characters are held out as the eval split instead.
+  files: the documents of the files matching cfg.train_files (sorted) for the
+  train split, or cfg.eval_files for the eval split, as cfg.file_format reads
+  them (jaxlm/data/pieces.py); with eval_files='' the last 10% of the train
+  files' bytes are held out as the eval split instead.
   """
+  from jaxlm.data import pieces  # (pieces reads TFDS through this module)
   if cfg.source is DataSource.TFDS:
     docs = _tfds_documents(cfg, split)
     problem = (f'{_split_setting(cfg, split)}={split!r} of {cfg.dataset} holds no text'
                f' in data.text_key={cfg.text_key!r}; choose another split or feature')
   else:
-    docs = _file_documents(cfg, split)
+    if split not in (cfg.train_split, cfg.eval_split):
+      raise ValueError(f'split {split!r} is neither data.train_split nor data.eval_split')
+    parts = pieces.source_parts(cfg, hashes=False, splits=(split,))
+    docs = (doc for piece in pieces.split_pieces(cfg, split, parts)
+            for doc in pieces.documents(cfg, piece))
     problem = (f'the files hold no text for the {split!r} split; add text to'
                ' data.train_files, or set data.eval_files')
   return _nonempty(docs, problem)
@@ -82,7 +87,7 @@ def import_tfds(instead: str = 'data.source=files'):
   return tfds
 
 
-def _tfds_builder(cfg: DataConfig):
+def prepared_tfds_builder(cfg: DataConfig):
   """The prepared TFDS builder; checks every setting it can before preparing."""
   if cfg.manual_dir and not (os.path.isdir(cfg.manual_dir) and os.listdir(cfg.manual_dir)):
     raise ConfigError(
@@ -185,15 +190,22 @@ def _unreachable(url: str) -> str | None:
 
 
 def _tfds_documents(cfg: DataConfig, split: str) -> Iterator[str]:
-  tfds = import_tfds()
-  builder = _tfds_builder(cfg)
+  import_tfds()
+  builder = prepared_tfds_builder(cfg)
   # Split names are known only once prepared; 'train[:10%]+test' style is fine.
   names = list(builder.info.splits.keys())
   bases = [part.split('[')[0].strip() for part in split.split('+')]
   if any(base not in names for base in bases):
     raise ConfigError(f'{_split_setting(cfg, split)}={split!r} is not a split of'
                       f' {cfg.dataset}; it has: {", ".join(names)}')
-  dataset = tfds.as_numpy(builder.as_dataset(split=split))
+  return tfds_documents(cfg, split, builder)
+
+
+def tfds_documents(cfg: DataConfig, split: str, builder=None) -> Iterator[str]:
+  """The text of each example of a TFDS split or slice ('train[0%:25%]'), streamed."""
+  tfds = import_tfds()
+  builder = builder or prepared_tfds_builder(cfg)
+  dataset = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
   return _decoded(cfg, split, dataset, builder.data_dir)
 
 
@@ -213,50 +225,3 @@ def _decoded(cfg: DataConfig, split: str, dataset, data_dir: str) -> Iterator[st
         f'TFDS {cfg.dataset} ({split}) feature {cfg.text_key!r} is not UTF-8 text'
         f' (byte {e.start}: {e.object[e.start:e.start + 1]!r}); pick a text feature'
         ' with data.text_key') from None
-
-
-# --- Files -------------------------------------------------------------------
-
-
-def _file_documents(cfg: DataConfig, split: str) -> Iterator[str]:
-  if split not in (cfg.train_split, cfg.eval_split):
-    raise ValueError(f'split {split!r} is neither data.train_split nor data.eval_split')
-  held_out = split != cfg.train_split and not cfg.eval_files
-  if split == cfg.train_split or held_out:
-    setting, pattern = 'data.train_files', cfg.train_files
-  else:
-    setting, pattern = 'data.eval_files', cfg.eval_files
-  paths = [p for p in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-           if os.path.isfile(p)]
-  if not paths:
-    raise ConfigError(f'{setting}={pattern!r} matches no files (relative to'
-                      f' {os.getcwd()}); fix the glob')
-  if not any(os.path.getsize(p) for p in paths):
-    raise ConfigError(f'{setting}={pattern!r} matches only empty files; point it at text')
-  if cfg.eval_files:
-    return (_read_text(p) for p in paths)
-  return _holdout(paths, eval_part=split != cfg.train_split)
-
-
-def _holdout(paths: list[str], eval_part: bool) -> Iterator[str]:
-  """The first 90% (train) or last 10% (eval) of the files' characters."""
-  texts = [_read_text(p) for p in paths]
-  total = sum(len(t) for t in texts)
-  cut = total - int(total * EVAL_HOLDOUT)  # as a position in all texts joined
-  start = 0
-  for text in texts:
-    local = min(max(cut - start, 0), len(text))
-    piece = text[local:] if eval_part else text[:local]
-    if piece:
-      yield piece
-    start += len(text)
-
-
-def _read_text(path: str) -> str:
-  with open(path, 'rb') as f:
-    raw = f.read()
-  try:
-    return raw.decode('utf-8')
-  except UnicodeDecodeError as e:
-    raise ConfigError(f'{path} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r});'
-                      ' convert it to UTF-8 or leave it out of the glob') from None

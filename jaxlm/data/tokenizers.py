@@ -10,7 +10,9 @@ trained here.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 from typing import Callable, Iterable, Sequence
 
@@ -46,6 +48,12 @@ class Tokenizer:
 
   def _spec(self) -> dict:
     return {'kind': self.kind.value}
+
+  def digest(self) -> str:
+    """sha256 of what save() writes: equal digests, the same tokenizer."""
+    h = hashlib.sha256(json.dumps(self._spec(), sort_keys=True).encode())
+    h.update(self._model_file() or b'')
+    return h.hexdigest()
 
 
 class CharTokenizer(Tokenizer):
@@ -225,19 +233,27 @@ def new_tokenizer(cfg: DataConfig, train_documents: Callable[[], Iterable[str]])
   return SentencePieceTokenizer.train(train_documents(), cfg.vocab_size)
 
 
+def saved_tokenizer(cfg: DataConfig, workdir: str) -> Tokenizer | None:
+  """The run folder's tokenizer, checked against cfg; None if it has none."""
+  if not rundir.has_tokenizer(workdir):
+    return None
+  tokenizer = load_tokenizer(workdir)
+  if tokenizer.kind is not cfg.tokenizer:
+    raise ConfigError(
+        f'data.tokenizer={cfg.tokenizer.value} but {workdir} was built with'
+        f' {tokenizer.kind.value}; use that tokenizer or a new --workdir')
+  if cfg.tokenizer is TokenizerKind.SENTENCEPIECE and tokenizer.vocab_size != cfg.vocab_size:
+    raise ConfigError(
+        f'data.vocab_size={cfg.vocab_size} but the tokenizer in {workdir} has'
+        f' {tokenizer.vocab_size}; use that size or a new --workdir')
+  return tokenizer
+
+
 def build_tokenizer(cfg: DataConfig, workdir: str,
                     train_documents: Callable[[], Iterable[str]]) -> Tokenizer:
   """The run folder's tokenizer, or a new one built from the training documents."""
-  if rundir.has_tokenizer(workdir):
-    tokenizer = load_tokenizer(workdir)
-    if tokenizer.kind is not cfg.tokenizer:
-      raise ConfigError(
-          f'data.tokenizer={cfg.tokenizer.value} but {workdir} was built with'
-          f' {tokenizer.kind.value}; use that tokenizer or a new --workdir')
-    if cfg.tokenizer is TokenizerKind.SENTENCEPIECE and tokenizer.vocab_size != cfg.vocab_size:
-      raise ConfigError(
-          f'data.vocab_size={cfg.vocab_size} but the tokenizer in {workdir} has'
-          f' {tokenizer.vocab_size}; use that size or a new --workdir')
+  tokenizer = saved_tokenizer(cfg, workdir)
+  if tokenizer is not None:
     return tokenizer
   tokenizer = new_tokenizer(cfg, train_documents)
   import jax  # only for the process index

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 from jaxlm import config as config_lib
 from jaxlm import rundir
 from jaxlm.config import Config
+from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import lm as data_lib
+from jaxlm.data import prepare as prepare_lib
 from jaxlm.data import tokenizers
 from jaxlm.inference import generate
 from jaxlm.model.gpt import GPT
@@ -66,14 +68,20 @@ class LanguageModelling(Task):
 
   def prepare(self, workdir: str, resuming: bool) -> Config:
     c, d = self.config, self.config.data
-    docs = lambda: data_lib.documents(d, d.train_split)  # noqa: E731
-    self.tokenizer = (tokenizers.build_tokenizer(d, workdir, docs) if resuming
-                      else tokenizers.new_tokenizer(d, docs))
+    # A prepared dataset folder (data/prepare.py): data.dataset_dir, or the
+    # cache folder of this input's fingerprint, so a fixed input never meets
+    # stale tokens and a second run on the same input tokenizes nothing.
+    # Resuming, the data must be tokenized with the run's own tokenizer.
+    given = tokenizers.saved_tokenizer(d, workdir) if resuming else None
+    folder = prepare_lib.prepared(d, given, log=log)
+    manifest = dataset_lib.read_manifest(folder)
+    self.tokenizer = given or tokenizers.load_tokenizer(folder)
     c = self.config = config_lib.resolve_vocab(c, self.tokenizer.vocab_size)
-    # Tokenized anew each start: nothing derived from the data outlives the run
-    # that read it (a fixed input must never meet a stale cache).
-    self._train_tokens = data_lib.tokenize_split(d, self.tokenizer, d.train_split)
-    self._eval_tokens = data_lib.tokenize_split(d, self.tokenizer, d.eval_split)
+    self._train_tokens = dataset_lib.open_split(folder, d.train_split, manifest)
+    self._eval_tokens = dataset_lib.open_split(folder, d.eval_split, manifest)
+    for split, tokens in ((d.train_split, self._train_tokens),
+                          (d.eval_split, self._eval_tokens)):
+      data_lib.check_length(d, len(tokens), split)
     self.tokens_per_step = d.batch_size * d.seq_len
     self.examples_per_step = d.batch_size
     self.flops_per_token = flops_lib.flops_per_token(c.model, d.seq_len)

@@ -15,6 +15,7 @@ import pytest
 
 from jaxlm import config as config_lib
 from jaxlm.experiments import load_configdict
+from jaxlm.data import prepare as prepare_lib
 from jaxlm.training import loop
 from tests import testdata
 
@@ -67,6 +68,7 @@ def user(tmp_path_factory):
   c = config_lib.from_configdict(load_configdict(str(REPO / 'experiments/gpt_small.py'),
                                                  settings))
   loop.run(c, str(root / 'run'))
+  prepare_lib.prepare(c.data, str(root / 'dataset'), workers=1, log=lambda m: None)
   return root
 
 
@@ -103,6 +105,11 @@ def _main(*args):
 def _files_main(user, *args):
   return _main('--config.data.source=files', f'--config.data.train_files={user}/corpus.txt',
                *args)
+
+
+def _prepare(user, out, *args):
+  return ['jaxlm.prepare', '--config=experiments/gpt_small.py', '--config.data.source=files',
+          f'--config.data.train_files={user}/corpus.txt', f'--out={out}', *args]
 
 
 def _finetune(user, *args):
@@ -199,6 +206,27 @@ ROWS = [
     ('HF shard missing',
      lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_sharded', f'--workdir={u}/hf_run'], 1,
      r'names model-00002-of-00002\.safetensors, which \S+ lacks; download the missing shard'),
+    # Prepared datasets (jaxlm.prepare, data.dataset_dir).
+    ('prepare: out is a file', lambda u: _prepare(u, f'{u}/a_file'), 1,
+     r'--out=\S+a_file is a file; pass a folder'),
+    ('prepare: out holds other files', lambda u: _prepare(u, u), 1,
+     r'holds other files; pass a new or empty folder \(nothing in it is touched\)'),
+    ('prepare: glob matches nothing',
+     lambda u: _prepare(u, f'{u}/../never', f'--config.data.train_files={u}/none*.txt'), 1,
+     r'data\.train_files=\S+none\*\.txt. matches no files'),
+    ('prepare: JSONL line not JSON',
+     lambda u: _prepare(u, f'{u}/../never', '--config.data.file_format=jsonl'), 1,
+     r'corpus\.txt: the line at byte 0 is not JSON .*data\.file_format=lines'),
+    ('prepare: document longer than a shard',
+     lambda u: _prepare(u, f'{u}/../long_doc', '--shard_tokens=100'), 1,
+     r'has [0-9,]+ tokens, more than a shard holds \(--shard_tokens=100\)'),
+    ('dataset_dir not prepared',
+     lambda u: _files_main(u, f'--config.data.dataset_dir={u}/not_a_run'), 1,
+     r'data\.dataset_dir=\S+not_a_run holds no manifest\.json; run python -m jaxlm\.prepare'),
+    ('dataset_dir of other settings',
+     lambda u: _files_main(u, f'--config.data.dataset_dir={u}/dataset',
+                           '--config.data.tokenizer=byte'), 1,
+     r'does not match this run: tokenizer\.kind was "char", now "byte"'),
     ('sample: tokens not integers',
      lambda u: ['jaxlm.sample', f'--workdir={u}/run', '--tokens=5,x'], 1,
      r"--tokens='5,x' is not comma-separated integers"),

@@ -1,0 +1,242 @@
+"""A source split cut into pieces: independent units of prepare's work, and their documents.
+
+A piece is a byte range of one local file (data.source=files) or an even
+slice of a TFDS split. Pieces are read one document at a time, so a
+process's memory does not grow with the corpus; they are numbered in source
+order, and a split's stream is its pieces' documents in that order.
+
+  text     one document a file (a file is one piece; a document longer than
+           a shard is refused by prepare)
+  lines    one document a line; big files are cut at line starts into
+           pieces of about PIECE_BYTES
+  jsonl    one JSON object a line, the document in its data.text_key field;
+           cut like lines
+  parquet  the data.text_key column of each row (pyarrow); a file is a piece
+
+Without data.eval_files, the eval split is the last EVAL_HOLDOUT of the
+train files' bytes (at a character, line or row boundary) and the train
+split the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Iterator
+
+from jaxlm.config import ConfigError, DataConfig, DataSource, FileFormat
+from jaxlm.data import dataset as dataset_lib
+from jaxlm.data import sources
+
+PIECE_BYTES = 64 << 20  # lines and jsonl files are cut into pieces of about this size
+EVAL_HOLDOUT = sources.EVAL_HOLDOUT
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+  split: str
+  index: int  # within the split, in source order
+  path: str  # a file, or a TFDS split slice such as 'train[0%:25%]'
+  start: int = 0  # byte range of the file (files only)
+  end: int = 0
+
+  @property
+  def num_bytes(self) -> int:
+    return self.end - self.start
+
+  def describe(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+# --- Which files, and the source's fingerprint ---------------------------------
+
+
+def split_files(cfg: DataConfig, split: str) -> tuple[str, list[str]]:
+  """(setting, sorted non-empty files) that hold `split`; one line if none."""
+  held_out = split != cfg.train_split and not cfg.eval_files
+  setting, pattern = (('data.train_files', cfg.train_files)
+                      if split == cfg.train_split or held_out
+                      else ('data.eval_files', cfg.eval_files))
+  paths = [p for p in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+           if os.path.isfile(p)]
+  if not paths:
+    raise ConfigError(f'{setting}={pattern!r} matches no files (relative to'
+                      f' {os.getcwd()}); fix the glob')
+  paths = [p for p in paths if os.path.getsize(p)]  # an empty file holds no document
+  if not paths:
+    raise ConfigError(f'{setting}={pattern!r} matches only empty files; point it at text')
+  return setting, paths
+
+
+def source_parts(cfg: DataConfig, hashes: bool = True, splits: tuple[str, ...] = ()) -> dict:
+  """What the source's tokens depend on: for files their names, sizes and content hashes.
+
+  hashes=False leaves out the content hashes, and `splits` limits the splits
+  (default: train and eval), for reading rather than fingerprinting.
+  """
+  splits = splits or (cfg.train_split, cfg.eval_split)
+  if cfg.source is DataSource.TFDS:
+    builder = sources.prepared_tfds_builder(cfg)
+    info = {s: _tfds_split_info(builder, cfg, s) for s in splits}
+    return {'source': 'tfds', 'dataset': cfg.dataset, 'version': str(builder.version),
+            'text_key': cfg.text_key, 'splits': info}
+  files = {}
+  for split in splits:
+    _, paths = split_files(cfg, split)
+    files[split] = [{'path': os.path.abspath(p), 'bytes': os.path.getsize(p),
+                     **({'blake2b': dataset_lib.file_hash(p)} if hashes else {})}
+                    for p in paths]
+  parts = {'source': 'files', 'file_format': cfg.file_format.value, 'splits': files,
+           'train_split': cfg.train_split, 'eval_split': cfg.eval_split,
+           'holdout': 0.0 if cfg.eval_files else EVAL_HOLDOUT}
+  if cfg.file_format in (FileFormat.JSONL, FileFormat.PARQUET):
+    parts['text_key'] = cfg.text_key
+  return parts
+
+
+def _tfds_split_info(builder, cfg: DataConfig, split: str) -> dict:
+  names = list(builder.info.splits.keys())
+  bases = [part.split('[')[0].strip() for part in split.split('+')]
+  if any(base not in names for base in bases):
+    setting = 'data.train_split' if split == cfg.train_split else 'data.eval_split'
+    raise ConfigError(f'{setting}={split!r} is not a split of {cfg.dataset}; it has:'
+                      f' {", ".join(names)}')
+  info = builder.info.splits[split]
+  return {'split': split, 'examples': int(info.num_examples), 'bytes': int(info.num_bytes)}
+
+
+# --- Cutting a split into pieces -------------------------------------------------
+
+
+def split_pieces(cfg: DataConfig, split: str, parts: dict) -> list[Piece]:
+  """The pieces of `split`, in source order."""
+  if parts['source'] == 'tfds':
+    info = parts['splits'][split]
+    n = max(1, min(64, -(-info['bytes'] // PIECE_BYTES)))
+    if '[' in split or '+' in split or n == 1:
+      return [Piece(split, 0, split)]
+    step = 100 / n
+    return [Piece(split, i, f'{split}[{round(i * step)}%:{round((i + 1) * step)}%]')
+            for i in range(n)]
+  files = parts['splits'][split]
+  ranges = [(f['path'], 0, f['bytes']) for f in files]
+  if parts['holdout'] and cfg.file_format is FileFormat.PARQUET:
+    raise ConfigError('data.file_format=parquet needs data.eval_files (rows are not held'
+                      ' out of Parquet files); point it at the eval files')
+  if parts['holdout']:
+    ranges = _holdout(ranges, eval_part=split != cfg.train_split)
+  pieces = []
+  cuttable = cfg.file_format in (FileFormat.LINES, FileFormat.JSONL)
+  for path, start, end in ranges:
+    step = PIECE_BYTES if cuttable else max(end - start, 1)
+    for a in range(start, end, step):
+      pieces.append(Piece(split, len(pieces), path, a, min(a + step, end)))
+  return pieces
+
+
+def _holdout(ranges, eval_part: bool):
+  """The first 90% (train) or last 10% (eval) of the files' bytes, as byte ranges."""
+  total = sum(end for _, _, end in ranges)
+  cut = total - int(total * EVAL_HOLDOUT)
+  out, at = [], 0
+  for path, _, size in ranges:
+    local = min(max(cut - at, 0), size)
+    a, b = (local, size) if eval_part else (0, local)
+    if b > a:
+      out.append((path, a, b))
+    at += size
+  return out
+
+
+# --- Reading a piece -----------------------------------------------------------
+
+
+def documents(cfg: DataConfig, piece: Piece) -> Iterator[str]:
+  """The piece's documents, one at a time."""
+  if cfg.source is DataSource.TFDS:
+    yield from sources.tfds_documents(cfg, piece.path)
+  elif cfg.file_format is FileFormat.TEXT:
+    yield _text(piece)
+  elif cfg.file_format is FileFormat.PARQUET:
+    yield from _parquet(cfg, piece)
+  else:
+    for number, line in _lines(piece):
+      if cfg.file_format is FileFormat.LINES:
+        if line:
+          yield line
+        continue
+      yield _json_text(cfg, piece.path, number, line)
+
+
+def _text(piece: Piece) -> str:
+  with open(piece.path, 'rb') as f:
+    f.seek(piece.start)
+    raw = f.read(piece.num_bytes)
+  if piece.start:  # a held-out cut inside the file: start at a character
+    raw = raw.lstrip(bytes(range(0x80, 0xC0)))
+  if piece.end < os.path.getsize(piece.path):  # end before the next character's start
+    with open(piece.path, 'rb') as f:
+      f.seek(piece.end)
+      tail = f.read(4)
+    raw += tail[:len(tail) - len(tail.lstrip(bytes(range(0x80, 0xC0))))]
+  return _decode(raw, piece.path, piece.start)
+
+
+def _decode(raw: bytes, path: str, offset: int) -> str:
+  try:
+    return raw.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise ConfigError(f'{path} is not UTF-8 (byte {offset + e.start}:'
+                      f' {raw[e.start:e.start + 1]!r}); convert it to UTF-8 or leave it out'
+                      ' of the glob') from None
+
+
+def _lines(piece: Piece) -> Iterator[tuple[int, str]]:
+  """(byte offset, line without its newline) of each line that starts in [start, end)."""
+  with open(piece.path, 'rb') as f:
+    at = piece.start
+    if at:
+      f.seek(at - 1)
+      if f.read(1) != b'\n':  # inside a line: it belongs to the piece before
+        at += len(f.readline())
+    f.seek(at)
+    while at < piece.end:
+      raw = f.readline()
+      if not raw:
+        break
+      yield at, _decode(raw, piece.path, at).rstrip('\r\n')
+      at += len(raw)
+
+
+def _json_text(cfg: DataConfig, path: str, offset: int, line: str) -> str:
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f'{path}: the line at byte {offset} is not JSON ({e.msg}); fix the'
+                      ' line, or use data.file_format=lines for plain text') from None
+  if not isinstance(row, dict) or not isinstance(row.get(cfg.text_key), str):
+    raise ConfigError(f'{path}: the line at byte {offset} has no text field'
+                      f' data.text_key={cfg.text_key!r}; set data.text_key to its field')
+  return row[cfg.text_key]
+
+
+def _parquet(cfg: DataConfig, piece: Piece) -> Iterator[str]:
+  try:
+    import pyarrow.parquet as pq
+  except ImportError:
+    raise ConfigError('data.file_format=parquet needs pyarrow; pip install pyarrow, or'
+                      ' convert the files to jsonl') from None
+  try:
+    file = pq.ParquetFile(piece.path)
+  except Exception as e:  # noqa: BLE001  (pyarrow raises ArrowInvalid and others)
+    raise ConfigError(f'{piece.path} is not a Parquet file ({str(e)[:100]}); fix the glob or'
+                      ' data.file_format') from None
+  if cfg.text_key not in file.schema_arrow.names:
+    raise ConfigError(f'{piece.path} has no column data.text_key={cfg.text_key!r}; it has:'
+                      f' {", ".join(file.schema_arrow.names)}')
+  for batch in file.iter_batches(columns=[cfg.text_key], batch_size=4096):
+    for text in batch.column(0).to_pylist():
+      if text:
+        yield text

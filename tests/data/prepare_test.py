@@ -1,0 +1,202 @@
+"""Prepared datasets: the same stream as in memory, resumable, shardable, fingerprinted."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxlm.config import ConfigError, FileFormat, TokenizerKind
+from jaxlm.data import dataset as dataset_lib
+from jaxlm.data import lm as data
+from jaxlm.data import prepare as prepare_lib
+from jaxlm.data import tokenizers
+from tests.testdata import data_config, files_config, tiny_shakespeare_text
+
+
+def _one_line(info):
+  assert '\n' not in str(info.value), str(info.value)
+  return str(info.value)
+
+
+def _corpus(tmp_path, files=3, lines=400):
+  """Files of Shakespeare lines (some non-ASCII), one document a line."""
+  text = tiny_shakespeare_text().splitlines()
+  folder = tmp_path / 'corpus'
+  folder.mkdir()
+  for f in range(files):
+    body = [f'{text[(f * lines + i) % len(text)]} é{i}' for i in range(lines)]
+    (folder / f'{f}.txt').write_text('\n'.join(body) + '\n', encoding='utf-8')
+  return folder
+
+
+def _files(root) -> dict:
+  """Every file of a dataset folder (relative path -> bytes)."""
+  out = {}
+  for dirpath, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(dirpath, name)
+      out[os.path.relpath(path, root)] = open(path, 'rb').read()
+  return out
+
+
+@pytest.mark.parametrize('file_format', ['text', 'lines', 'jsonl'])
+@pytest.mark.parametrize('tokenizer', ['char', 'byte'])
+def test_prepared_stream_is_the_in_memory_stream(tmp_path, monkeypatch, file_format, tokenizer):
+  folder = _corpus(tmp_path)
+  if file_format == 'jsonl':
+    for f in folder.glob('*.txt'):
+      rows = [json.dumps({'text': line}) for line in f.read_text().splitlines()]
+      f.write_text('\n'.join(rows) + '\n')
+  monkeypatch.setattr(prepare_lib.pieces_lib, 'PIECE_BYTES', 10_000)  # cut files into pieces
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat(file_format),
+                     tokenizer=TokenizerKind(tokenizer))
+  manifest = prepare_lib.prepare(cfg, str(tmp_path / 'ds'), workers=2, log=lambda m: None)
+  tok = tokenizers.load_tokenizer(str(tmp_path / 'ds'))
+  for split in (cfg.train_split, cfg.eval_split):
+    stream = dataset_lib.open_split(str(tmp_path / 'ds'), split, manifest)
+    expected = data.tokenize_split(cfg, tok, split)
+    np.testing.assert_array_equal(np.asarray(stream), expected)
+    assert stream.dtype == np.uint16
+    offsets = stream.doc_offsets()
+    assert offsets[0] == 0 and offsets[-1] == len(stream)
+    assert len(offsets) - 1 == stream.num_documents == manifest['splits'][split]['documents']
+  if file_format != 'text':  # the held-out tenth starts at a line
+    assert len(manifest['splits'][cfg.train_split]['shards']) > 3
+
+
+def test_tfds_source_prepares_the_bundled_corpus(tmp_path):
+  cfg = data_config()
+  manifest = prepare_lib.prepare(cfg, str(tmp_path / 'ds'), log=lambda m: None)
+  tok = tokenizers.load_tokenizer(str(tmp_path / 'ds'))
+  stream = dataset_lib.open_split(str(tmp_path / 'ds'), 'validation', manifest)
+  np.testing.assert_array_equal(np.asarray(stream), data.tokenize_split(cfg, tok, 'validation'))
+  assert manifest['parts']['source']['dataset'] == 'tiny_shakespeare'
+
+
+def test_an_interrupted_prepare_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+  folder = _corpus(tmp_path, files=4)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES)
+  prepare_lib.prepare(cfg, str(tmp_path / 'whole'), workers=1, log=lambda m: None)
+  real, calls = prepare_lib._prepare_piece, []
+
+  def dies_on_the_third(*args):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    return real(*args)
+
+  monkeypatch.setattr(prepare_lib, '_prepare_piece', dies_on_the_third)
+  with pytest.raises(KeyboardInterrupt):
+    prepare_lib.prepare(cfg, str(tmp_path / 'cut'), workers=1, log=lambda m: None)
+  assert not (tmp_path / 'cut' / 'manifest.json').exists()
+  with pytest.raises(ConfigError, match='an unfinished prepare') as info:
+    dataset_lib.read_manifest(str(tmp_path / 'cut'))  # never taken for a complete one
+  _one_line(info)
+  monkeypatch.setattr(prepare_lib, '_prepare_piece', real)
+  lines = []
+  prepare_lib.prepare(cfg, str(tmp_path / 'cut'), workers=1, log=lines.append)
+  assert any('2 of 5 pieces already complete' in line for line in lines), lines
+  whole, cut = _files(tmp_path / 'whole'), _files(tmp_path / 'cut')
+  assert sorted(whole) == sorted(cut)
+  for name in whole:
+    assert whole[name] == cut[name], name
+
+
+def test_shards_of_the_work_give_what_one_process_gives(tmp_path):
+  folder = _corpus(tmp_path, files=5)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES)
+  prepare_lib.prepare(cfg, str(tmp_path / 'one'), workers=1, log=lambda m: None)
+  quiet = lambda m: None  # noqa: E731
+  assert prepare_lib.prepare(cfg, str(tmp_path / 'three'), num_shards=3, shard_index=0,
+                             workers=1, log=quiet) == {}
+  assert prepare_lib.prepare(cfg, str(tmp_path / 'three'), num_shards=3, shard_index=2,
+                             workers=1, log=quiet) == {}
+  manifest = prepare_lib.prepare(cfg, str(tmp_path / 'three'), num_shards=3, shard_index=1,
+                                 workers=1, log=quiet)
+  assert manifest['splits'] == json.loads((tmp_path / 'one' / 'manifest.json').read_text())[
+      'splits']
+  assert _files(tmp_path / 'one') == _files(tmp_path / 'three')
+
+
+def test_changed_input_or_settings_are_refused_with_what_changed(tmp_path):
+  folder = _corpus(tmp_path, files=2)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES)
+  out = str(tmp_path / 'ds')
+  prepare_lib.prepare(cfg, out, workers=1, log=lambda m: None)
+  (folder / '1.txt').write_text('changed\n')
+  with pytest.raises(ConfigError, match=r'prepared from other input \(source\.splits') as info:
+    prepare_lib.prepare(cfg, out, workers=1, log=lambda m: None)
+  _one_line(info)
+  run = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES, dataset_dir=out,
+                     tokenizer=TokenizerKind.BYTE)
+  with pytest.raises(ConfigError, match=r'does not match this run: tokenizer\.kind was "char",'
+                     r' now "byte"') as info:
+    prepare_lib.prepared(run, log=lambda m: None)
+  _one_line(info)
+  other = tokenizers.CharTokenizer('abc')
+  with pytest.raises(ConfigError, match='tokenized with another tokenizer') as info:
+    prepare_lib.prepared(files_config(str(folder / '*.txt'), dataset_dir=out,
+                                      file_format=FileFormat.LINES), other, log=lambda m: None)
+  _one_line(info)
+
+
+def test_bad_dataset_folders_get_one_line(tmp_path):
+  missing = str(tmp_path / 'nope')
+  with pytest.raises(ConfigError, match='does not exist; prepare it') as info:
+    dataset_lib.read_manifest(missing)
+  _one_line(info)
+  folder = _corpus(tmp_path, files=1)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES)
+  out = tmp_path / 'ds'
+  prepare_lib.prepare(cfg, str(out), workers=1, log=lambda m: None)
+  manifest = json.loads((out / 'manifest.json').read_text())
+  (out / 'manifest.json').write_text(json.dumps({**manifest, 'format': 0}))
+  with pytest.raises(ConfigError, match='dataset format 0; this jaxlm reads format 1') as info:
+    dataset_lib.read_manifest(str(out))
+  _one_line(info)
+  (tmp_path / 'busy').mkdir()
+  (tmp_path / 'busy' / 'mine.txt').write_text('keep me')
+  with pytest.raises(ConfigError, match='holds other files') as info:
+    prepare_lib.prepare(cfg, str(tmp_path / 'busy'), workers=1, log=lambda m: None)
+  assert (tmp_path / 'busy' / 'mine.txt').read_text() == 'keep me'
+  assert sorted(os.listdir(tmp_path / 'busy')) == ['mine.txt']
+  with pytest.raises(ConfigError, match=r'more than a shard holds \(--shard_tokens=100\)'):
+    prepare_lib.prepare(files_config(str(folder / '*.txt')), str(tmp_path / 'small'),
+                        workers=1, shard_tokens=100, log=lambda m: None)
+
+
+def test_a_second_run_on_the_same_input_tokenizes_nothing(tmp_path, monkeypatch):
+  folder = _corpus(tmp_path, files=2)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES,
+                     cache_dir=str(tmp_path / 'cache'))
+  first = prepare_lib.prepared(cfg, log=lambda m: None)
+
+  def no_encoding(*_):
+    raise AssertionError('tokenized again')
+
+  monkeypatch.setattr(tokenizers.CharTokenizer, 'encode_batch', no_encoding)
+  monkeypatch.setattr(tokenizers.CharTokenizer, 'train', no_encoding)
+  lines = []
+  assert prepare_lib.prepared(cfg, log=lines.append) == first
+  assert 'no tokenizing' in lines[0]
+  # Resuming with the run's tokenizer (the one that folder holds) reads it too.
+  assert prepare_lib.prepared(cfg, tokenizers.load_tokenizer(first), log=lines.append) == first
+  assert os.listdir(tmp_path / 'cache') == [os.path.basename(first)]  # no partial folders
+
+
+def test_two_processes_read_exactly_the_global_batch(tmp_path):
+  folder = _corpus(tmp_path, files=2)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES,
+                     tokenizer=TokenizerKind.BYTE)
+  manifest = prepare_lib.prepare(cfg, str(tmp_path / 'ds'), workers=1, log=lambda m: None)
+  stream = dataset_lib.open_split(str(tmp_path / 'ds'), cfg.train_split, manifest)
+  memory = np.asarray(stream)
+  n = data.num_windows(len(memory), 16)
+  for step in (0, 3, n // 8 + 1):  # the last crosses an epoch
+    kwargs = dict(batch_size=8, seq_len=16, seed=1)
+    whole = data.train_batch(memory, step, **kwargs)
+    parts = [data.train_batch(stream, step, process_index=i, process_count=2, **kwargs)
+             for i in range(2)]
+    for key in ('inputs', 'targets'):
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
