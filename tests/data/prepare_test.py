@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import lm as data
 from jaxlm.data import prepare as prepare_lib
 from jaxlm.data import tokenizers
-from tests.testdata import data_config, files_config, tiny_shakespeare_text
+from tests.testdata import REPO, data_config, files_config, tiny_shakespeare_text
 
 
 def _one_line(info):
@@ -200,3 +202,37 @@ def test_two_processes_read_exactly_the_global_batch(tmp_path):
              for i in range(2)]
     for key in ('inputs', 'targets'):
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+
+
+def gcs_prepare(corpus: str) -> None:
+  """The subprocess's body: prepare to gs:// (fsspec's memory store), read it back."""
+  import fsspec
+
+  from tests import rundir_test
+  for protocol in ('gs', 'gcs'):
+    fsspec.register_implementation(protocol, rundir_test.InMemoryGCS, clobber=True)
+  cfg = files_config(f'{corpus}/*.txt', file_format=FileFormat.LINES)
+  remote = 'gs://bucket/datasets/lines'
+  manifest = prepare_lib.prepare(cfg, remote, workers=1, log=lambda m: None)
+  tok = tokenizers.load_tokenizer(remote)
+  for split in (cfg.train_split, cfg.eval_split):
+    stream = dataset_lib.open_split(remote, split, manifest)
+    np.testing.assert_array_equal(np.asarray(stream), data.tokenize_split(cfg, tok, split))
+    np.testing.assert_array_equal(stream.windows([3, 50], 9)[1], np.asarray(stream)[50:59])
+  print(json.dumps(sorted(rundir_test.InMemoryGCS.store)))
+
+
+def test_a_dataset_on_gcs_is_written_and_read_through_epath(tmp_path):
+  corpus = _corpus(tmp_path, files=2)
+  env = dict(os.environ, EPATH_USE_TF='0', PYTHONPATH=str(REPO))
+  work = tmp_path / 'cwd'
+  work.mkdir()
+  result = subprocess.run(
+      [sys.executable, '-c', f'from tests.data import prepare_test;'
+       f' prepare_test.gcs_prepare({str(corpus)!r})'],
+      cwd=work, env=env, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  stored = json.loads(result.stdout.splitlines()[-1])
+  assert '/bucket/datasets/lines/manifest.json' in stored
+  assert '/bucket/datasets/lines/train/00000-000.bin' in stored
+  assert os.listdir(work) == []  # nothing landed on local disk
