@@ -4,6 +4,7 @@
   jaxlm finetune --config=experiments/agnews_classifier.py           (python -m jaxlm.finetune)
   jaxlm sample   --workdir=RUN --prompt=...                          (python -m jaxlm.sample)
   jaxlm evaluate --workdir=RUN                                       (python -m jaxlm.evaluate)
+  jaxlm lm-eval  --workdir=RUN --tasks=hellaswag                     (python -m jaxlm.lm_eval)
   jaxlm plan     --config=... --devices=64                           (python -m jaxlm.plan)
   jaxlm plot     RUN... --out=loss.png                               (python -m jaxlm.plot)
   jaxlm import-hf --hf_dir=DIR --workdir=RUN                         (python -m jaxlm.hf import)
@@ -20,6 +21,7 @@ VERBS = {  # verb -> (module, leading arguments)
     'finetune': ('jaxlm.finetune', []),
     'sample': ('jaxlm.sample', []),
     'evaluate': ('jaxlm.evaluate', []),
+    'lm-eval': ('jaxlm.lm_eval', []),
     'plan': ('jaxlm.plan', []),
     'plot': ('jaxlm.plot', []),
     'import-hf': ('jaxlm.hf', ['import']),

@@ -10,6 +10,7 @@ through the datasets `json` builder.
 """
 
 import contextlib
+import glob
 import json
 import os
 import subprocess
@@ -24,7 +25,7 @@ import pytest  # noqa: E402
 import jaxlm  # noqa: E402
 from jaxlm.config import ConfigError  # noqa: E402
 from jaxlm.inference import lm_eval as adapter  # noqa: E402
-from tests import testdata  # noqa: E402
+from tests import configs, testdata  # noqa: E402
 from tests.interop.hf_llama_test import COMMON, FAMILIES  # noqa: E402
 
 TASKS_DIR = testdata.ASSETS / 'lm_eval'  # relative data_files: the harness runs from REPO
@@ -210,3 +211,41 @@ def test_import_jaxlm_registers_the_model_type_without_jax():
                        env=dict(os.environ, PYTHONPATH=str(testdata.REPO)), timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split('\n')[:2] == ['True True False False', 'jaxlm.inference.lm_eval']
+
+
+# --- The command, on a trained run ----------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory) -> str:
+  """A run jaxlm trained itself (char tokens, no BOS), 4 steps, context 64."""
+  from jaxlm.training import loop
+  workdir = str(tmp_path_factory.mktemp('trained') / 'run')
+  corpus = os.path.join(testdata.shakespeare_dir(), 'input.txt')
+  loop.run(configs.tiny_run_config(corpus, model__max_len=64, data__seq_len=64,
+                                   train__steps=4, train__eval_every=4), workdir)
+  return workdir
+
+
+@pytest.mark.slow
+def test_the_command_prints_the_table_and_writes_the_json(trained):
+  out = subprocess.run(
+      [sys.executable, '-m', 'jaxlm.lm_eval', f'--workdir={trained}',
+       '--tasks=jaxlm_mc,jaxlm_text', '--include_path=tests/assets/lm_eval', '--limit=6'],
+      cwd=testdata.REPO, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, PYTHONPATH=str(testdata.REPO)))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Traceback' not in out.stderr
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith(f'jaxlm {trained} step 4 (float32), limit: 6'), out.stdout
+  assert any(line.startswith('|jaxlm_mc  |') and '|acc ' in line for line in lines), out.stdout
+  assert any('|word_perplexity|' in line for line in lines), out.stdout
+  files = glob.glob(f'{trained}/lm_eval/results_*.json')
+  assert len(files) == 1 and lines[-1] == f'wrote {files[0]}'
+  with open(files[0]) as f:
+    results = json.load(f)
+  assert results['config']['model'] == 'jaxlm' and results['config']['step'] == 4
+  acc = results['results']['jaxlm_mc']['acc,none']
+  assert 0 <= acc <= 1 and results['results']['jaxlm_mc']['sample_len'] == 6
+  table_acc = next(line for line in lines if line.startswith('|jaxlm_mc'))
+  assert f'{acc:.4f}' in table_acc
