@@ -11,6 +11,9 @@
 called, so a script (or `python -m jaxlm.plan --devices=N`) can still set
 XLA_FLAGS first. Bad arguments raise jaxlm.config.ConfigError, one line
 naming the argument and the fix.
+
+With EleutherAI's lm-eval harness installed, `import jaxlm` also tells it
+the model type `jaxlm` (jaxlm/inference/lm_eval.py; docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -81,3 +84,22 @@ def train(config: Config | ml_collections.ConfigDict | str, workdir: str | None 
     raise config_lib.ConfigError('a multi-host run needs workdir=DIR on a filesystem'
                                  ' every process sees (the same path on each)')
   return loop.run(config, workdir)
+
+
+def _register_with_lm_eval() -> None:
+  """model='jaxlm' for an installed lm-eval harness: a lazy 'module:Class' entry in its
+  model registry (0.4.13 has no plugin entry points), so nothing heavy (no jax) loads now."""
+  import importlib.util
+  if importlib.util.find_spec('lm_eval') is None:
+    return
+  try:
+    # The harness's own models first: its get_model() adds them only to an empty registry.
+    import lm_eval.models  # noqa: F401
+    from lm_eval.api.registry import model_registry
+  except ImportError:  # a harness without the lazy registry: importing the adapter registers it
+    return
+  if 'jaxlm' not in model_registry:
+    model_registry.register('jaxlm', target='jaxlm.inference.lm_eval:JaxLM')
+
+
+_register_with_lm_eval()

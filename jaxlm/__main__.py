@@ -4,6 +4,7 @@
   jaxlm finetune --config=experiments/agnews_classifier.py           (python -m jaxlm.finetune)
   jaxlm sample   --workdir=RUN --prompt=...                          (python -m jaxlm.sample)
   jaxlm evaluate --workdir=RUN                                       (python -m jaxlm.evaluate)
+  jaxlm lm-eval  --workdir=RUN --tasks=hellaswag                     (python -m jaxlm.lm_eval)
   jaxlm plan     --config=... --devices=64                           (python -m jaxlm.plan)
   jaxlm prepare  --config=... --out=DATASET_DIR                      (python -m jaxlm.prepare)
   jaxlm plot     RUN... --out=loss.png                               (python -m jaxlm.plot)
@@ -21,6 +22,7 @@ VERBS = {  # verb -> (module, leading arguments)
     'finetune': ('jaxlm.finetune', []),
     'sample': ('jaxlm.sample', []),
     'evaluate': ('jaxlm.evaluate', []),
+    'lm-eval': ('jaxlm.lm_eval', []),
     'plan': ('jaxlm.plan', []),
     'prepare': ('jaxlm.prepare', []),
     'plot': ('jaxlm.plot', []),

@@ -65,6 +65,9 @@ EXECUTED_ELSEWHERE = {
     'python -m jaxlm.main --config=experiments/gpt_small.py --config.model.num_heads=3':
         'tests/integration/train_test.py::test_main_prints_one_line_errors',
     'python -m pytest -q -n auto --maxprocesses=4': '.ci/run',
+    'python -m jaxlm.lm_eval --workdir=RUN --tasks=jaxlm_mc,jaxlm_text'
+    ' --include_path=tests/assets/lm_eval --limit=6':
+        'tests/inference/lm_eval_test.py::test_the_command_prints_the_table_and_writes_the_json',
 }
 
 

@@ -60,6 +60,16 @@ def user(tmp_path_factory):
   header = b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":'  # a header length, then it ends
   (root / 'hf_truncated' / 'model.safetensors').write_bytes(header)
   _hf_folders(root)
+  # What importing a GPT-2 folder without tokenizer.json writes, less the checkpoint.
+  from jaxlm import rundir
+  from jaxlm.interop import hf
+  rundir.write_config_dict(root / 'import_no_tokenizer',
+                           config_lib.to_dict(hf.import_config(str(root / 'hf_truncated'))))
+  (root / 'tasks').mkdir()  # an lm-eval task over a data file that is not there
+  (root / 'tasks' / 'lost.yaml').write_text(
+      f'task: lost_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n'
+      f'    test: {root}/lost.jsonl\ntest_split: test\noutput_type: multiple_choice\n'
+      'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: 0\n')
   settings = {'model.num_layers': 1, 'model.num_heads': 2, 'model.d_model': 16,
               'model.d_ff': 32, 'model.max_len': 16, 'data.seq_len': 16, 'data.batch_size': 8,
               'data.source': 'files', 'data.train_files': str(root / 'corpus.txt'),
@@ -189,6 +199,25 @@ ROWS = [
     ('evaluate: not a run', lambda u: ['jaxlm.evaluate', f'--workdir={u}/not_a_run'], 1,
      r'--workdir=.*not_a_run holds no'),
     ('no command', lambda u: ['jaxlm', 'bogus'], 1, r"name a command \(got 'bogus'\)"),
+    # The lm-eval harness on a run folder.
+    ('lm_eval: no such run', lambda u: ['jaxlm.lm_eval', f'--workdir={u}/nope',
+                                        '--tasks=hellaswag'], 1,
+     r'--workdir=.*nope does not exist'),
+    ('lm_eval: run without tokenizer',
+     lambda u: ['jaxlm.lm_eval', f'--workdir={u}/import_no_tokenizer', '--tasks=hellaswag'], 1,
+     r'import_no_tokenizer has no tokenizer .*import again from a Hugging Face folder that has'
+     r' tokenizer\.json'),
+    ('lm_eval: unknown task',
+     lambda u: ['jaxlm.lm_eval', f'--workdir={u}/run', '--tasks=hellaswagg'], 1,
+     r"--tasks: 'hellaswagg' is not an lm-eval task, group or tag; did you mean hellaswag"),
+    ('lm_eval: task folder missing',
+     lambda u: ['jaxlm.lm_eval', f'--workdir={u}/run', '--tasks=my_task',
+                f'--include_path={u}/my_tasks'], 1,
+     r'--include_path=.*my_tasks is not a folder .*pass a folder of task YAML files'),
+    ('lm_eval: task data missing',
+     lambda u: ['jaxlm.lm_eval', f'--workdir={u}/run', '--tasks=lost_mc',
+                f'--include_path={u}/tasks'], 1,
+     r"--tasks=lost_mc: a task's data could not be loaded \(FileNotFoundError: .*lost\.jsonl"),
     # Hugging Face folders.
     ('HF config.json not JSON', lambda u: ['jaxlm.hf', 'import', f'--hf_dir={u}/hf_broken',
                                            f'--workdir={u}/hf_run'], 1,
