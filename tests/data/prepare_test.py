@@ -236,3 +236,51 @@ def test_a_dataset_on_gcs_is_written_and_read_through_epath(tmp_path):
   assert '/bucket/datasets/lines/manifest.json' in stored
   assert '/bucket/datasets/lines/train/00000-000.bin' in stored
   assert os.listdir(work) == []  # nothing landed on local disk
+
+
+def test_parquet_files_give_their_text_column(tmp_path):
+  pa = pytest.importorskip('pyarrow')
+  import pyarrow.parquet as pq
+  docs = tiny_shakespeare_text().split('\n\n')[:300]
+  for name, part in (('train', docs[:250]), ('eval', docs[250:])):
+    pq.write_table(pa.table({'text': part, 'n': list(range(len(part)))}),
+                   tmp_path / f'{name}.parquet', row_group_size=64)
+  cfg = files_config(str(tmp_path / 'train.parquet'), str(tmp_path / 'eval.parquet'),
+                     file_format=FileFormat.PARQUET, tokenizer=TokenizerKind.BYTE)
+  manifest = prepare_lib.prepare(cfg, str(tmp_path / 'ds'), workers=1, log=lambda m: None)
+  assert manifest['splits']['train']['documents'] == 250
+  stream = dataset_lib.open_split(str(tmp_path / 'ds'), 'validation', manifest)
+  expected = np.frombuffer('\n'.join(docs[250:]).encode(), np.uint8)
+  np.testing.assert_array_equal(np.asarray(stream), expected)
+  with pytest.raises(ConfigError, match='parquet needs data.eval_files'):
+    prepare_lib.prepare(files_config(str(tmp_path / 'train.parquet'),
+                                     file_format=FileFormat.PARQUET),
+                        str(tmp_path / 'no_eval'), workers=1, log=lambda m: None)
+  bad = files_config(str(tmp_path / 'train.parquet'), str(tmp_path / 'eval.parquet'),
+                     file_format=FileFormat.PARQUET, text_key='body')
+  with pytest.raises(ConfigError, match=r"has no column data.text_key='body'; it has: text, n"):
+    prepare_lib.prepare(bad, str(tmp_path / 'no_col'), workers=1, log=lambda m: None)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_complete_pieces(tmp_path, monkeypatch):
+  import errno
+  folder = _corpus(tmp_path, files=3)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES)
+  real, calls = prepare_lib._ShardWriter.add, []
+
+  def fills(self, *args):
+    calls.append(1)
+    if len(calls) == 2:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    return real(self, *args)
+
+  monkeypatch.setattr(prepare_lib._ShardWriter, 'add', fills)
+  out = tmp_path / 'ds'
+  with pytest.raises(ConfigError, match=r'the disk holding \S+ is full .*complete pieces are'
+                     ' kept') as info:
+    prepare_lib.prepare(cfg, str(out), workers=1, log=lambda m: None)
+  _one_line(info)
+  assert (out / 'train' / '00000.done.json').exists()
+  assert not [f for f in os.listdir(out / 'train') if '.tmp-' in f]  # no half-written shard
+  monkeypatch.setattr(prepare_lib._ShardWriter, 'add', real)
+  assert prepare_lib.prepare(cfg, str(out), workers=1, log=lambda m: None)['splits']
