@@ -40,7 +40,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import flags  # noqa: E402
 
+from jaxlm.data import dataset as dataset_lib  # noqa: E402
 from jaxlm.data import lm as data_lib  # noqa: E402
+from jaxlm.data import prepare as prepare_lib  # noqa: E402
 from jaxlm.inference import quantize  # noqa: E402
 from jaxlm.parallel import sharding  # noqa: E402
 from jaxlm.config import ConfigError, DataSource, TokenizerKind  # noqa: E402
@@ -125,7 +127,12 @@ def evaluate_run(workdir: str, split: str | None = None, *, quantize_to: str = '
   if split not in (d.train_split, d.eval_split) and d.source is DataSource.FILES:
     raise ConfigError(f'--split={split} is neither data.train_split={d.train_split} nor'
                       f' data.eval_split={d.eval_split}; pick one of them')
-  tokens = data_lib.tokenize_split(d, run.tokenizer, split)
+  if split in (d.train_split, d.eval_split):  # the run's prepared dataset (data/prepare.py)
+    folder = prepare_lib.prepared(d, run.tokenizer, log=lambda message: None)
+    tokens = np.asarray(dataset_lib.open_split(folder, split))
+    data_lib.check_length(d, len(tokens), split)
+  else:  # another TFDS split: tokenized here, in memory
+    tokens = data_lib.tokenize_split(d, run.tokenizer, split)
   with sharding.activate(run.mesh):
     nll, n = total_nll(run.params, run.model, tokens, d.seq_len, batch_size or d.batch_size)
   out = metrics(nll, n, run.tokenizer, tokens)
