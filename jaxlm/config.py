@@ -374,7 +374,7 @@ def validate(c: Config) -> None:
   if d.source is DataSource.TFDS and not d.dataset:
     raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
   _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN),
-              'data.pack': d.pack, 'data.dataset_dir': bool(d.dataset_dir),
+              'data.dataset_dir': bool(d.dataset_dir),
               'data.file_format': d.file_format is not FileFormat.TEXT}
   for name, used in _not_yet.items():  # (each is removed as its part of docs/data.md lands)
     if used:

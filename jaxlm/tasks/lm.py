@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxlm import config as config_lib
 from jaxlm import rundir
-from jaxlm.config import Config
+from jaxlm.config import Config, ConfigError
 from jaxlm.data import lm as data_lib
 from jaxlm.data import tokenizers
 from jaxlm.inference import generate
@@ -92,6 +92,9 @@ class LanguageModelling(Task):
 
   def prepare(self, workdir: str, resuming: bool) -> Config:
     c, d = self.config, self.config.data
+    if d.pack:  # (until jaxlm/data/packing.py reads the prepared datasets' documents)
+      raise ConfigError('data.pack=True: packed batches are not wired to this task yet;'
+                        ' leave it at its default')
     docs = lambda: data_lib.documents(d, d.train_split)  # noqa: E731
     self.tokenizer = (tokenizers.build_tokenizer(d, workdir, docs) if resuming
                       else tokenizers.new_tokenizer(d, docs))
