@@ -525,9 +525,11 @@ def validate_classify(c: Config) -> None:
     _validate_csv(d)
   else:
     _validate_tfds(d)
+  # (LabelledDataConfig has no pack, dataset_dir or file_format field yet: read with defaults)
   _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN),
-              'data.pack': d.pack, 'data.dataset_dir': bool(d.dataset_dir),
-              'data.file_format': d.file_format is not FileFormat.TEXT}
+              'data.pack': getattr(d, 'pack', False),
+              'data.dataset_dir': bool(getattr(d, 'dataset_dir', '')),
+              'data.file_format': getattr(d, 'file_format', FileFormat.TEXT) is not FileFormat.TEXT}
   for name, used in _not_yet.items():  # (each is removed as its part of docs/data.md lands)
     if used:
       raise ConfigError(f'{name} is not available in this version yet; leave it at its default')
