@@ -373,8 +373,7 @@ def validate(c: Config) -> None:
     raise ConfigError('data.source=files needs data.train_files=GLOB (text files)')
   if d.source is DataSource.TFDS and not d.dataset:
     raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
-  _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN),
-              'data.pack': d.pack}
+  _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN)}
   for name, used in _not_yet.items():  # (each is removed as its part of docs/data.md lands)
     if used:
       raise ConfigError(f'{name} is not available in this version yet; leave it at its default')

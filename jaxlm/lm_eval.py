@@ -67,7 +67,7 @@ def check_tasks(names: list[str], manager) -> None:
       raise ConfigError(f'--tasks: {name!r} is not an lm-eval task, group or tag; {hint}')
 
 
-def evaluate(workdir: str, names: list[str], manager, *, num_fewshot: int | None = None,
+def run_tasks(workdir: str, names: list[str], manager, *, num_fewshot: int | None = None,
              limit: int | None = None, batch_size: int | None = None) -> dict:
   """simple_evaluate of the tasks with model='jaxlm' on the run folder: its results dict."""
   import lm_eval
@@ -107,7 +107,7 @@ def _lm_eval(_):
   _adapter().check_run(f.workdir)  # before the task index (seconds) and the restore
   manager = task_manager(f.include_path)
   check_tasks(names, manager)
-  results = evaluate(f.workdir, names, manager, num_fewshot=f.num_fewshot, limit=f.limit,
+  results = run_tasks(f.workdir, names, manager, num_fewshot=f.num_fewshot, limit=f.limit,
                      batch_size=f.batch_size or None)
   from lm_eval.utils import make_table
   c = results['config']

@@ -16,7 +16,7 @@ LAYERS = {
     'jaxlm.parallel.pipeline': 3, 'jaxlm.training': 3, 'jaxlm.inference': 3,
     'jaxlm.tasks': 4, 'jaxlm.interop': 4, 'jaxlm.inference.restore': 4,
     'jaxlm.inference.model': 4,
-    'jaxlm.training.loop': 5,
+    'jaxlm.training.loop': 5, 'jaxlm.inference.lm_eval': 5,
     'jaxlm.plan': 6, 'jaxlm.cli': 6,
     'jaxlm': 7,  # the package root and its verbs (main, finetune, sample, ...)
 }

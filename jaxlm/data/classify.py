@@ -136,7 +136,7 @@ def _import_tfds():
 @functools.cache
 def _tfds_builder(dataset: str, data_dir: str):
   builder = sources.tfds_builder(dataset, data_dir, 'data.tfds_dataset', instead='data.source=csv')
-  sources.prepare(builder, '', 'set data.tfds_data_dir to where it is prepared, or use'
+  sources.prepare_tfds(builder, '', 'set data.tfds_data_dir to where it is prepared, or use'
                   ' data.source=csv with local files')
   return builder
 

@@ -153,7 +153,7 @@ def _holdout(ranges, eval_part: bool):
 # --- Reading a piece -----------------------------------------------------------
 
 
-def documents(cfg: DataConfig, piece: Piece) -> Iterator[str]:
+def piece_documents(cfg: DataConfig, piece: Piece) -> Iterator[str]:
   """The piece's documents, one at a time."""
   if cfg.source is DataSource.TFDS:
     yield from sources.tfds_documents(cfg, piece.path)

@@ -250,7 +250,7 @@ def _prepare_piece(cfg: DataConfig, out: str, piece: pieces_lib.Piece, dtype: st
   writer = _ShardWriter(root, piece, np.dtype(dtype), shard_tokens)
   try:
     batch, size = [], 0
-    for doc in pieces_lib.documents(cfg, piece):
+    for doc in pieces_lib.piece_documents(cfg, piece):
       batch.append(doc)
       size += len(doc)
       if size >= BATCH_BYTES:

@@ -47,7 +47,7 @@ def documents(cfg: DataConfig, split: str) -> Iterator[str]:
       raise ValueError(f'split {split!r} is neither data.train_split nor data.eval_split')
     parts = pieces.source_parts(cfg, hashes=False, splits=(split,))
     docs = (doc for piece in pieces.split_pieces(cfg, split, parts)
-            for doc in pieces.documents(cfg, piece))
+            for doc in pieces.piece_documents(cfg, piece))
     problem = (f'the files hold no text for the {split!r} split; add text to'
                ' data.train_files, or set data.eval_files')
   return _nonempty(docs, problem)
@@ -98,7 +98,7 @@ def prepared_tfds_builder(cfg: DataConfig):
   if cfg.text_key not in features:
     raise ConfigError(f'data.text_key={cfg.text_key!r} is not a feature of {cfg.dataset};'
                       f' it has: {", ".join(features)}')
-  prepare(builder, cfg.manual_dir, OFFLINE_FIX)
+  prepare_tfds(builder, cfg.manual_dir, OFFLINE_FIX)
   return builder
 
 
@@ -113,7 +113,7 @@ def tfds_builder(dataset: str, data_dir: str, setting: str, instead: str = 'data
     raise ConfigError(f'{setting}={dataset!r} is not a TFDS dataset; {hint}') from None
 
 
-def prepare(builder, manual_dir: str, fix: str) -> None:
+def prepare_tfds(builder, manual_dir: str, fix: str) -> None:
   """Prepares a builder from manual_dir, the copy jaxlm bundles, or a download that can start.
 
   `fix` is the offline alternative an error names.

@@ -47,9 +47,9 @@ from lm_eval.models.utils import Collator
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-import jaxlm
 from jaxlm import rundir
 from jaxlm.config import ConfigError, TokenizerKind
+from jaxlm.inference import model as model_lib
 from jaxlm.inference import restore
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class JaxLM(TemplateLM):
       log.info('jaxlm: device=%s is ignored; the run goes on its mesh of the local devices',
                device)
     self.batch_size = _batch_size(batch_size)
-    self.model = jaxlm.load(workdir, step=None if step is None else int(step), dtype=dtype)
+    self.model = model_lib.load(workdir, step=None if step is None else int(step), dtype=dtype)
     self.codec = TextCodec(self.model.tokenizer, add_bos_token)
     self.workdir = workdir
     self._prefix = (int(prefix_token_id) if prefix_token_id is not None

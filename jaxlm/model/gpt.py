@@ -17,6 +17,15 @@ Every parameter names its logical axes; `jaxlm/parallel/sharding.py` maps them t
 mesh. The blocks are stacked with `nn.scan` under a leading `layers` axis, so
 a parameter of a block has shape [N, ...].
 
+Packed rows (jaxlm/data/packing.py): `GPT(cfg).apply(params, tokens_BL,
+segment_ids_BL=..., positions_BL=...)` runs several documents in one row.
+Query l sees key s only if s <= l and both carry the same segment id, so
+attention never crosses a document boundary; segment 0 is padding, whose
+positions see only themselves (their outputs are the loss's to ignore). The
+positions (each document's from 0) feed RoPE and the learned table. Without
+them, positions are 0..L-1 and attention is causal over the whole row, as
+before.
+
 Decoding (jaxlm/inference/generate.py) passes a key/value cache through the same
 scanned blocks: `init_cache` makes one with a leading layers axis, and
 `GPT(cfg).apply(params, tokens_BL, cache=cache)` writes the L new tokens at
@@ -76,26 +85,37 @@ class Norm(nn.Module):
 
 
 class Attention(nn.Module):
-  """Causal multi-head self-attention; with a layer's cache, extends it: (y, cache)."""
+  """Causal multi-head self-attention; with a layer's cache, extends it: (y, cache).
+
+  With segment ids, attention stays within each segment (`segment_mask`);
+  positions (RoPE) default to 0..L-1, or index.. with a cache.
+  """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BLD, deterministic: bool, cache: Optional[Cache] = None):
+  def __call__(self, x_BLD, deterministic: bool, cache: Optional[Cache] = None,
+               segment_ids_BL=None, positions_BL=None):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     H, G, K = cfg.num_heads, cfg.kv_heads, cfg.head_dim
+    if cache is not None and (segment_ids_BL is not None or positions_BL is not None):
+      raise ValueError('decoding with a cache takes no segment ids or positions')
     q_BLHK, k_BSGK, v_BSGK = self._qkv(x_BLD)
     q_BLHK = constrain(q_BLHK, ('batch', 'length', 'act_heads', None))
 
     B, L = x_BLD.shape[:2]
     start_B = jnp.zeros((B,), jnp.int32) if cache is None else cache['index']
     if cfg.positions is PositionKind.ROPE:
-      positions_BL = start_B[:, None] + jnp.arange(L)[None]
+      if positions_BL is None:
+        positions_BL = start_B[:, None] + jnp.arange(L)[None]
       q_BLHK, k_BSGK = (rope(x, positions_BL, cfg) for x in (q_BLHK, k_BSGK))
-    if cache is None and _fused_attention(cfg, L, deterministic):
+    if (cache is None and segment_ids_BL is None
+        and _fused_attention(cfg, L, deterministic)):
       out_BLHK = jax.nn.dot_product_attention(
           q_BLHK, k_BSGK, v_BSGK, is_causal=True, scale=K ** -0.5, implementation='cudnn')
       return self._project(out_BLHK), cache
-    if cache is None:
+    if segment_ids_BL is not None:
+      visible_111LS = segment_mask(segment_ids_BL)[:, None, None]  # [B,1,1,L,S]
+    elif cache is None:
       visible_111LS = jnp.tril(jnp.ones((L, L), dtype=bool))[None, None, None]
     else:  # the keys are the cache's S slots, the new ones written in
       cache = _extend(cache, k_BSGK, v_BSGK)
@@ -185,6 +205,18 @@ def rope(x_BLHK, positions_BL, cfg: ModelConfig):
   return y.astype(x_BLHK.dtype)
 
 
+def segment_mask(segment_ids_BL):
+  """[B, L, S] bool: query l sees key s <= l of its own segment; padding (0) itself only.
+
+  A padding position keeps one visible key so that its softmax stays finite.
+  """
+  L = segment_ids_BL.shape[1]
+  causal_1LS = jnp.tril(jnp.ones((L, L), dtype=bool))[None]
+  same_BLS = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
+  real_BL1 = (segment_ids_BL > 0)[:, :, None]
+  return causal_1LS & same_BLS & (real_BL1 | jnp.eye(L, dtype=bool)[None])
+
+
 def _fused_attention(cfg: ModelConfig, length: int, deterministic: bool) -> bool:
   """Whether training attention runs cuDNN's fused kernel (jax.nn.dot_product_attention).
 
@@ -192,6 +224,13 @@ def _fused_attention(cfg: ModelConfig, length: int, deterministic: bool) -> bool
   GPU, bf16/fp16 compute, head_dim a multiple of 8 up to 128, an even length,
   and no attention dropout (the kernel has none here). Decoding with a cache
   always uses the einsums.
+
+  Packed rows (segment ids) always use the einsums with `segment_mask`, on
+  GPU too: in jax 0.10.2, jax.nn.dot_product_attention takes segments only
+  as a dense `mask`, which its cuDNN path turns into an additive [B, 1, L, L]
+  bias whose gradient it also computes (the memory a fused kernel exists to
+  avoid), and cuDNN's packed-segment layout (q_offsets/kv_offsets) is
+  reachable only through jax's private jax._src.cudnn module.
   """
   return (cfg.attention == 'auto' and jax.default_backend() == 'gpu'
           and cfg.dtype in ('bfloat16', 'float16')
@@ -262,17 +301,19 @@ class Block(nn.Module):
   """Pre-norm transformer block; scan-compatible (x, cache) -> (x, cache).
 
   Training passes cache=None and gets None back; decoding passes this layer's
-  slice of the cache and gets it extended.
+  slice of the cache and gets it extended. Segment ids and positions (packed
+  rows, or None) are the same for every layer.
   """
   cfg: ModelConfig
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLD, cache: Optional[Cache]):
+  def __call__(self, x_BLD, cache: Optional[Cache], segment_ids_BL=None, positions_BL=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout)
     h = Norm(cfg, name='ln_attn')(x_BLD)
-    a_BLD, cache = Attention(cfg, name='attn')(h, self.deterministic, cache)
+    a_BLD, cache = Attention(cfg, name='attn')(h, self.deterministic, cache,
+                                               segment_ids_BL, positions_BL)
     x_BLD = x_BLD + drop(a_BLD, deterministic=self.deterministic)
     h = Norm(cfg, name='ln_mlp')(x_BLD)
     x_BLD = x_BLD + drop(Mlp(cfg, name='mlp')(h), deterministic=self.deterministic)
@@ -280,7 +321,11 @@ class Block(nn.Module):
 
 
 def scanned_block(cfg: ModelConfig):
-  """Block under nn.scan (and nn.remat if cfg.remat says): params get a leading axis."""
+  """Block under nn.scan (and nn.remat if cfg.remat says): params get a leading axis.
+
+  Call it as (x, cache, segment_ids, positions): the cache is scanned over
+  layers, segment ids and positions are broadcast to every layer.
+  """
   block = Block
   if cfg.remat is not Remat.NONE:
     policy = {Remat.FULL: jax.checkpoint_policies.nothing_saveable,
@@ -291,6 +336,7 @@ def scanned_block(cfg: ModelConfig):
       block,
       variable_axes={'params': 0},
       split_rngs={'params': True, 'dropout': True},
+      in_axes=(0, nn.broadcast, nn.broadcast),
       length=cfg.num_layers,
       unroll=cfg.scan_unroll,
       metadata_params={nn.PARTITION_NAME: 'layers'},
@@ -303,10 +349,11 @@ class Blocks(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BLD, cache: Optional[Cache] = None):
+  def __call__(self, x_BLD, cache: Optional[Cache] = None, segment_ids_BL=None,
+               positions_BL=None):
     """x [B, L, D]; with a stacked cache ([N, ...] leaves), (x, extended cache)."""
     x_BLD, cache = scanned_block(self.cfg)(self.cfg, self.deterministic, name='blocks')(
-        x_BLD, cache)
+        x_BLD, cache, segment_ids_BL, positions_BL)
     return x_BLD if cache is None else (x_BLD, cache)
 
 
@@ -322,11 +369,13 @@ class GPT(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BL, deterministic: bool = True, return_hidden: bool = False,
-               cache: Optional[Cache] = None):
+               cache: Optional[Cache] = None, *, segment_ids_BL=None, positions_BL=None):
     """Logits [B, L, V]; with return_hidden, the final-norm hidden states [B, L, D].
 
     With a cache (`init_cache`), the tokens sit at positions index..index+L-1
     of each row and the result is (logits or hidden, extended cache).
+    Packed rows pass int32 segment_ids_BL (1.. per document, 0 padding) and
+    positions_BL (each document's from 0); either alone is allowed.
     """
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     V, D = cfg.vocab_size, cfg.d_model
@@ -335,10 +384,14 @@ class GPT(nn.Module):
     if cache is not None and self.stack is not Blocks:
       raise ValueError('decoding with a cache runs the default Blocks; build GPT(cfg)'
                        ' without stack= and give it canonical-order parameters')
+    if cache is not None and (segment_ids_BL is not None or positions_BL is not None):
+      raise ValueError('decoding with a cache takes no segment ids or positions')
     x_BLD = _lookup(wte, tokens_BL)
     if cfg.positions is PositionKind.LEARNED:
       wpe = _param(self, 'wpe', _INIT, (cfg.max_len, D), ('position', 'embed'))
-      if cache is None:
+      if positions_BL is not None:
+        x_BLD = x_BLD + jnp.take(wpe, positions_BL, axis=0)
+      elif cache is None:
         x_BLD = x_BLD + wpe[None, :L]
       else:
         positions_BL = cache['index'][0][:, None] + jnp.arange(L)[None]
@@ -346,8 +399,11 @@ class GPT(nn.Module):
     x_BLD = x_BLD.astype(dt)
     x_BLD = constrain(x_BLD, ('batch', 'length', 'act_embed'))
     x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=deterministic)
+    packed = {name: constrain(x, ('batch', 'length')) for name, x in
+              (('segment_ids_BL', segment_ids_BL), ('positions_BL', positions_BL))
+              if x is not None}
     if cache is None:
-      x_BLD = self.stack(cfg, deterministic, name='stack')(x_BLD)
+      x_BLD = self.stack(cfg, deterministic, name='stack')(x_BLD, **packed)
     else:
       x_BLD, cache = self.stack(cfg, deterministic, name='stack')(x_BLD, cache)
       cache = {k: constrain(v, CACHE_AXES[k]) for k, v in cache.items()}

@@ -20,6 +20,10 @@ axis. So the train state keeps the layers in stage order (`layer_order`), and
 checkpoints, tests and sampling see them in canonical order (`to_canonical`).
 For GPipe the two orders are the same.
 
+Packed rows. Segment ids and positions ([B, L] each, or absent) are split
+into the same microbatches as x; they never travel the ring: every stage
+holds all of them and takes microbatch m's at the tick it runs m.
+
 The body is written per stage with `jax.shard_map`, manual over `pipeline`
 only: inside a stage, data and tensor parallelism (and ZeRO) stay automatic,
 through the same rule table as without a pipeline.
@@ -109,30 +113,33 @@ class Pipeline(nn.Module):
   spec: Spec
 
   @nn.compact
-  def __call__(self, x_BLD):
+  def __call__(self, x_BLD, segment_ids_BL=None, positions_BL=None):
     blocks = scanned_block(self.cfg)(self.cfg, self.deterministic, name='blocks')
     if self.is_initializing():  # the same parameters, in canonical order
-      return blocks(x_BLD, None)[0]
+      return blocks(x_BLD, None, segment_ids_BL, positions_BL)[0]
     params = self.variables['params']['blocks']
     use_rng = not self.deterministic and self.cfg.dropout > 0
     rng = self.make_rng('dropout') if use_rng else jax.random.PRNGKey(0)
     stage = functools.partial(_stage, self.cfg, not use_rng)
-    return run_stages(stage, params, x_BLD, rng, self.spec)
+    packed = {name: x for name, x in (('segment_ids_BL', segment_ids_BL),
+                                      ('positions_BL', positions_BL)) if x is not None}
+    return run_stages(stage, params, x_BLD, rng, self.spec, packed)
 
 
-def _stage(cfg: ModelConfig, deterministic: bool, chunk, x_BLD, rng):
+def _stage(cfg: ModelConfig, deterministic: bool, chunk, x_BLD, rng, packed):
   """One chunk of consecutive layers: Blocks with the chunk's parameters."""
   num_layers = jax.tree.leaves(chunk)[0].shape[0]
   chunk_cfg = dataclasses.replace(cfg, num_layers=num_layers)
   rngs = {} if deterministic else {'dropout': rng}
-  return Blocks(chunk_cfg, deterministic).apply({'params': {'blocks': chunk}}, x_BLD, rngs=rngs)
+  return Blocks(chunk_cfg, deterministic).apply({'params': {'blocks': chunk}}, x_BLD,
+                                                rngs=rngs, **packed)
 
 
-def _split(x_BLD, M: int):
+def _split(x_B, M: int):
   # Microbatch m takes rows m, m+M, m+2M, ...: each data shard keeps its rows.
-  B = x_BLD.shape[0]
-  x = x_BLD.reshape(B // M, M, *x_BLD.shape[1:]).swapaxes(0, 1)
-  return constrain(x, (None, 'batch', 'length', 'act_embed'))
+  B = x_B.shape[0]
+  x = x_B.reshape(B // M, M, *x_B.shape[1:]).swapaxes(0, 1)
+  return constrain(x, (None, 'batch', 'length', 'act_embed')[:x.ndim])
 
 
 def _merge(x_MbLD):
@@ -140,17 +147,23 @@ def _merge(x_MbLD):
   return x_MbLD.swapaxes(0, 1).reshape(M * b, *x_MbLD.shape[2:])
 
 
-def run_stages(stage: Callable, params, x_BLD, rng, spec: Spec):
-  """Runs `stage(chunk_params, x, rng)` over all chunks for every microbatch."""
+def run_stages(stage: Callable, params, x_BLD, rng, spec: Spec, packed=None):
+  """Runs `stage(chunk_params, x, rng, packed)` over all chunks for every microbatch.
+
+  packed: {name: [B, L]} arrays (segment ids, positions) each microbatch takes
+  its rows of, as it does of x.
+  """
+  packed = {} if packed is None else packed
   param_specs = jax.tree.map(lambda _: P(AXIS), params)
   body = jax.shard_map(functools.partial(_schedule, stage, spec),
-                       in_specs=(param_specs, P(), P()), out_specs=P(),
+                       in_specs=(param_specs, P(), P(), P()), out_specs=P(),
                        axis_names={AXIS})
-  y_MbLD = body(params, _split(x_BLD, spec.microbatches), rng)
+  split = functools.partial(_split, M=spec.microbatches)
+  y_MbLD = body(params, split(x_BLD), rng, jax.tree.map(split, packed))
   return constrain(_merge(y_MbLD), ('batch', 'length', 'act_embed'))
 
 
-def _schedule(stage: Callable, spec: Spec, params, x_MbLD, rng):
+def _schedule(stage: Callable, spec: Spec, params, x_MbLD, rng, packed_Mb):
   """Per stage: the tick loop. params: this stage's [R*C, ...] layers."""
   P_, R, M = spec.stages, spec.repeats, spec.microbatches
   p = jax.lax.axis_index(AXIS)
@@ -164,7 +177,8 @@ def _schedule(stage: Callable, spec: Spec, params, x_MbLD, rng):
     m, r = i % M, jnp.clip(i // M, 0, R - 1)
     x_bLD = jnp.where(p == 0, waiting_MbLD[t % M], received_bLD)
     chunk = jax.tree.map(lambda a: a[r], chunks)
-    y_bLD = stage(chunk, x_bLD, jax.random.fold_in(rng, m * P_ * R + r * P_ + p))
+    packed_b = jax.tree.map(lambda a: a[m], packed_Mb)
+    y_bLD = stage(chunk, x_bLD, jax.random.fold_in(rng, m * P_ * R + r * P_ + p), packed_b)
     finished = (p == P_ - 1) & (i >= (R - 1) * M) & (i < R * M)
     out_MbLD = out_MbLD.at[m].set(jnp.where(finished, y_bLD, out_MbLD[m]))
     received_bLD = jax.lax.ppermute(y_bLD, AXIS, ring)

@@ -1,5 +1,10 @@
 """Causal language modelling (pretraining): next-token cross-entropy on token windows.
 
+A batch is {'inputs', 'targets'} int32 [B, L]; packed rows
+(jaxlm/data/packing.py) add 'segment_ids' and 'positions' (passed to the
+model) and float32 'weights' (1 on real targets, 0 on padding), and their
+loss is the weighted mean of the per-token cross-entropy.
+
 Dimension key as in jaxlm/model/gpt.py.
 """
 
@@ -15,6 +20,7 @@ from jaxlm import rundir
 from jaxlm.config import Config
 from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import lm as data_lib
+from jaxlm.data import packing
 from jaxlm.data import prepare as prepare_lib
 from jaxlm.data import tokenizers
 from jaxlm.inference import generate
@@ -25,8 +31,8 @@ from jaxlm.training.metrics import log
 from jaxlm.training.steps import Objective
 
 
-def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
-  """Mean next-token cross-entropy, accumulated in float32.
+def token_cross_entropy(logits_BLV, targets_BL) -> jax.Array:
+  """Per-token next-token cross-entropy [B, L], accumulated in float32.
 
   Written as logsumexp minus the target's logit so that XLA fuses the upcast
   into the reductions: float32 logits are never stored (with bf16 logits over
@@ -37,19 +43,40 @@ def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
   shifted_BLV = logits_BLV.astype(jnp.float32) - max_BL[..., None]
   lse_BL = jnp.log(jnp.sum(jnp.exp(shifted_BLV), axis=-1)) + max_BL
   target_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
-  return jnp.mean(lse_BL - target_BL.astype(jnp.float32))
+  return lse_BL - target_BL.astype(jnp.float32)
+
+
+def cross_entropy(logits_BLV, targets_BL) -> jax.Array:
+  """Mean next-token cross-entropy (`token_cross_entropy`), in float32."""
+  return jnp.mean(token_cross_entropy(logits_BLV, targets_BL))
+
+
+def weighted_cross_entropy(logits_BLV, targets_BL, weights_BL) -> jax.Array:
+  """sum(w * nll) / sum(w): the mean over the targets of weight 1 (0 if there are none)."""
+  weights_BL = weights_BL.astype(jnp.float32)
+  total = jnp.sum(weights_BL)
+  nll_sum = jnp.sum(weights_BL * token_cross_entropy(logits_BLV, targets_BL))
+  return nll_sum / jnp.where(total > 0, total, 1.0)
 
 
 def next_token_loss(model: GPT, params, batch, rng, train: bool):
-  """(mean cross-entropy of batch['targets'] given batch['inputs'], no extra metrics)."""
+  """(mean cross-entropy of batch['targets'] given batch['inputs'], no extra metrics).
+
+  With batch['weights'] (packed rows): the weighted mean, the model given
+  batch['segment_ids'] and batch['positions'] where present.
+  """
   deterministic = not train or model.cfg.dropout == 0.0
   rngs = {} if deterministic else {'dropout': rng}
+  packed = {f'{key}_BL': batch[key] for key in ('segment_ids', 'positions') if key in batch}
   logits_BLV = model.apply({'params': params}, batch['inputs'],
-                           deterministic=deterministic, rngs=rngs)
+                           deterministic=deterministic, rngs=rngs, **packed)
+  if 'weights' in batch:
+    return weighted_cross_entropy(logits_BLV, batch['targets'], batch['weights']), {}
   return cross_entropy(logits_BLV, batch['targets']), {}
 
 
 def eval_loss(model: GPT, params, batch) -> jax.Array:
+  """The batch's loss as next_token_loss computes it, without dropout."""
   return next_token_loss(model, params, batch, None, False)[0]
 
 
@@ -82,6 +109,9 @@ class LanguageModelling(Task):
     for split, tokens in ((d.train_split, self._train_tokens),
                           (d.eval_split, self._eval_tokens)):
       data_lib.check_length(d, len(tokens), split)
+    if d.pack:  # whole documents in rows (data/packing.py), from the dataset's index
+      self._train_offsets = self._train_tokens.doc_offsets()
+      self._eval_offsets = self._eval_tokens.doc_offsets()
     self.tokens_per_step = d.batch_size * d.seq_len
     self.examples_per_step = d.batch_size
     self.flops_per_token = flops_lib.flops_per_token(c.model, d.seq_len)
@@ -95,12 +125,22 @@ class LanguageModelling(Task):
 
   def train_batch(self, step, process_index, process_count):
     d, t = self.config.data, self.config.train
+    if d.pack:
+      return packing.packed_train_batch(
+          self._train_tokens, self._train_offsets, step, batch_size=d.batch_size,
+          seq_len=d.seq_len, seed=t.seed, process_index=process_index,
+          process_count=process_count)
     return data_lib.train_batch(self._train_tokens, step, batch_size=d.batch_size,
                                 seq_len=d.seq_len, seed=t.seed,
                                 process_index=process_index, process_count=process_count)
 
   def eval_batches(self, process_index, process_count):
     d = self.config.data
+    if d.pack:
+      return packing.packed_eval_batches(
+          self._eval_tokens, self._eval_offsets, batch_size=d.batch_size, seq_len=d.seq_len,
+          num_batches=self.config.train.eval_steps, process_index=process_index,
+          process_count=process_count)
     return data_lib.eval_batches(self._eval_tokens, batch_size=d.batch_size, seq_len=d.seq_len,
                                  num_batches=self.config.train.eval_steps,
                                  process_index=process_index, process_count=process_count)

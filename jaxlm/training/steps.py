@@ -59,7 +59,13 @@ def _split_micro(batch: Batch, accum: int) -> Batch:
 
 
 def loss_and_grads(params, batch: Batch, rng, *, objective: Objective, accum: int):
-  """Mean loss, task metrics and gradients over the batch, in `accum` sequential microbatches."""
+  """Mean loss, task metrics and gradients over the batch, in `accum` sequential microbatches.
+
+  A batch with `weights` has a weighted-mean loss (packed rows, padded
+  examples): microbatch a counts by its share of the weights, sum(w_a) /
+  sum(w), so the accumulated loss is the weighted mean over the whole batch.
+  Without weights each counts 1/accum.
+  """
   def loss(p, b, r):
     return objective.loss(objective.model, p, b, r, True)
 
@@ -68,10 +74,19 @@ def loss_and_grads(params, batch: Batch, rng, *, objective: Objective, accum: in
     (loss_value, metrics), grads = grad_fn(params, batch, rng)
     return loss_value, metrics, grads
 
+  weighted = 'weights' in batch
+  if weighted:
+    total = jnp.sum(batch['weights'].astype(jnp.float32))
+    total = jnp.where(total > 0, total, 1.0)
+
   def body(carry, xs):
     loss_sum, metric_sum, grad_sum = carry
     micro, i = xs
     (loss_value, metrics), grads = grad_fn(params, micro, jax.random.fold_in(rng, i))
+    if weighted:
+      share = jnp.sum(micro['weights'].astype(jnp.float32)) / total
+      loss_value, metrics, grads = jax.tree.map(lambda x: x * share,
+                                                (loss_value, metrics, grads))
     return (loss_sum + loss_value, jax.tree.map(jnp.add, metric_sum, metrics),
             jax.tree.map(jnp.add, grad_sum, grads)), None
 
@@ -81,6 +96,8 @@ def loss_and_grads(params, batch: Batch, rng, *, objective: Objective, accum: in
   (loss_value, metrics, grads), _ = jax.lax.scan(
       body, (jnp.zeros((), jnp.float32), zeros(metric_shapes), zeros(params)),
       (_split_micro(batch, accum), jnp.arange(accum)))
+  if weighted:
+    return loss_value, metrics, grads
   mean = lambda tree: jax.tree.map(lambda x: x / accum, tree)
   return loss_value / accum, mean(metrics), mean(grads)
 
