@@ -39,7 +39,7 @@ class Piece:
   split: str
   index: int  # within the split, in source order
   path: str  # a file, or a TFDS split slice such as 'train[0%:25%]'
-  start: int = 0  # byte range of the file (files only)
+  start: int = 0  # byte range of the file (TFDS: 0 and an estimate of its bytes)
   end: int = 0
 
   @property
@@ -116,10 +116,10 @@ def split_pieces(cfg: DataConfig, split: str, parts: dict) -> list[Piece]:
     info = parts['splits'][split]
     n = max(1, min(64, -(-info['bytes'] // PIECE_BYTES)))
     if '[' in split or '+' in split or n == 1:
-      return [Piece(split, 0, split)]
-    step = 100 / n
-    return [Piece(split, i, f'{split}[{round(i * step)}%:{round((i + 1) * step)}%]')
-            for i in range(n)]
+      return [Piece(split, 0, split, 0, info['bytes'])]
+    step = 100 / n  # (start, end: an estimate of the slice's bytes, for progress)
+    return [Piece(split, i, f'{split}[{round(i * step)}%:{round((i + 1) * step)}%]', 0,
+                  info['bytes'] // n) for i in range(n)]
   files = parts['splits'][split]
   ranges = [(f['path'], 0, f['bytes']) for f in files]
   if parts['holdout'] and cfg.file_format is FileFormat.PARQUET:

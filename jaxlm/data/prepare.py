@@ -42,6 +42,7 @@ from jaxlm.data import tokenizers
 SHARD_TOKENS = 1 << 27  # tokens a shard file holds at most (256 MiB of uint16)
 BATCH_BYTES = 4 << 20  # text encoded in one batched call
 WAIT_S = 2.0  # how often a waiting process looks for the tokenizer
+POOL_MIN_BYTES = 32 << 20  # less input than this is tokenized in the calling process
 
 
 # --- What the tokens depend on -----------------------------------------------
@@ -74,7 +75,8 @@ def prepare(cfg: DataConfig, out: str, *, tokenizer: tokenizers.Tokenizer | None
   """Tokenizes cfg's splits into `out` (this shard's pieces); the manifest once all are done.
 
   tokenizer: use this one (a resumed or imported run's) instead of building
-  one from cfg. workers: processes (0: one per CPU core). Returns the manifest,
+  one from cfg. workers: processes (0: one per CPU core, or just this one for
+  less than POOL_MIN_BYTES of input). Returns the manifest,
   or {} when other shards' pieces are still missing.
   """
   if not 0 <= shard_index < num_shards:
@@ -189,7 +191,9 @@ def _run(cfg, root, todo, dtype, shard_tokens, workers, log) -> None:
   if not todo:
     return
   total = sum(max(p.num_bytes, 0) for p in todo)
-  workers = min(workers or os.cpu_count() or 1, len(todo))
+  if not workers:  # one per core, unless the input is too small to repay starting them
+    workers = (os.cpu_count() or 1) if total >= POOL_MIN_BYTES else 1
+  workers = min(workers, len(todo))
   progress = _Progress(len(todo), total, log)
   args = [(cfg, os.fspath(root), p, dtype.str, shard_tokens) for p in todo]
   if workers == 1:
