@@ -56,14 +56,19 @@ def _show_traceback() -> bool:
       verbosity.present and verbosity.value > 0)
 
 
+def quiet_libraries() -> None:
+  """absl logging at WARNING unless -v is given: Orbax and TFDS log every file at INFO."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def start() -> bool:
   """Start-up after flags are parsed: logging, compilation cache, multi-host.
 
   Returns whether this process joined a multi-host run.
   """
   f = flags.FLAGS
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
+  quiet_libraries()
   if f.compilation_cache_dir:
     import jax  # (after the flags: --devices must come first)
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(f.compilation_cache_dir))

@@ -19,7 +19,8 @@ from jaxlm import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _OUT = flags.DEFINE_string('out', None, 'Dataset folder to write (new, or one to complete).')
-_WORKERS = flags.DEFINE_integer('workers', 0, 'Processes to tokenize with; 0: one per core (1 below 32 MB).')
+_WORKERS = flags.DEFINE_integer('workers', 0,
+                                'Processes to tokenize with; 0: one per core (1 below 32 MB).')
 _NUM_SHARDS = flags.DEFINE_integer('num_shards', 1, 'Machines preparing this --out together.')
 _SHARD_INDEX = flags.DEFINE_integer('shard_index', 0, 'This machine, 0-based.')
 _SHARD_TOKENS = flags.DEFINE_integer('shard_tokens', 1 << 27, 'Most tokens in a shard file.')
@@ -30,6 +31,7 @@ def _prepare(_):
   from jaxlm import config as config_lib
   from jaxlm.data import prepare
   config = config_lib.from_configdict(_CONFIG.value)
+  cli.quiet_libraries()  # (no jax: prepare never starts it)
   if not hasattr(config.data, 'seq_len'):
     raise config_lib.ConfigError('--config is a classification experiment; prepare reads'
                                  ' pretraining text (data.source tfds or files)')
