@@ -525,9 +525,8 @@ def validate_classify(c: Config) -> None:
     _validate_csv(d)
   else:
     _validate_tfds(d)
-  _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN),
-              'data.pack': d.pack, 'data.dataset_dir': bool(d.dataset_dir),
-              'data.file_format': d.file_format is not FileFormat.TEXT}
+  # (Classification data has no pack, dataset_dir or file_format settings.)
+  _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN)}
   for name, used in _not_yet.items():  # (each is removed as its part of docs/data.md lands)
     if used:
       raise ConfigError(f'{name} is not available in this version yet; leave it at its default')
