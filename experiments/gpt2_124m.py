@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
       tfds_data_dir='', train_files='', eval_files='',
       tokenizer='sentencepiece', vocab_size=50257, seq_len=1024,
       batch_size=512,
+      tokenizer_file='',  # huggingface: a tokenizer.json; tiktoken: a ranks file
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=20000, learning_rate=6e-4, min_lr_ratio=0.1, warmup_steps=700,

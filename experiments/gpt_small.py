@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
       train_split='train', eval_split='validation', manual_dir='',
       tfds_data_dir='', train_files='', eval_files='',
       tokenizer='char', vocab_size=0, seq_len=64, batch_size=12,
+      tokenizer_file='',  # huggingface: a tokenizer.json; tiktoken: a ranks file
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=2000, learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=100,

@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
       tfds_data_dir='', train_files='', eval_files='',
       tokenizer='sentencepiece', vocab_size=128256, seq_len=8192,
       batch_size=256,
+      tokenizer_file='',  # huggingface: a tokenizer.json; tiktoken: a ranks file
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=100000, learning_rate=3e-4, min_lr_ratio=0.1, warmup_steps=2000,
