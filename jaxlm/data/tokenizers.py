@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from jaxlm import rundir
-from jaxlm.config import BPE_MIN_VOCAB, ConfigError, DataConfig, TokenizerKind
+from jaxlm.config import ConfigError, DataConfig, TokenizerKind, validate_tokenizer
 from jaxlm.data.tokenizer_files import ENDOFTEXT, eos_id_of, parse_ranks, read_setting_file
 
 UNK_CHAR = '\ufffd'  # how ids outside the vocabulary decode
@@ -238,9 +238,7 @@ class BPETokenizer(HuggingFaceTokenizer):
     """
     import tokenizers
     from tokenizers import decoders, models, pre_tokenizers, trainers
-    if vocab_size < BPE_MIN_VOCAB:
-      raise ConfigError(f'data.tokenizer=bpe needs data.vocab_size >= {BPE_MIN_VOCAB} (the 256'
-                        f' bytes and {ENDOFTEXT}), not {vocab_size}; e.g. 8192 (GPT-2: 50257)')
+    validate_tokenizer(TokenizerKind.BPE, vocab_size, '')  # (at least the bytes and EOS)
     tok = tokenizers.Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
