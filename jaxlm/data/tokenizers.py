@@ -307,8 +307,10 @@ class TiktokenTokenizer(Tokenizer):
     return np.array(self._enc.encode_ordinary(text), np.int32)
 
   def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-    return [np.array(ids, np.int32) for ids in
-            self._enc.encode_ordinary_batch(list(texts), num_threads=encode_threads())]
+    threads = encode_threads()  # (one thread: without tiktoken's thread pool and its cost)
+    batch = (map(self._enc.encode_ordinary, texts) if threads == 1 else
+             self._enc.encode_ordinary_batch(list(texts), num_threads=threads))
+    return [np.array(ids, np.int32) for ids in batch]
 
   def decode(self, ids) -> str:
     ids = np.asarray(ids, np.int64).ravel()

@@ -307,6 +307,20 @@ def test_tiktoken_encodes_as_the_bpe_it_was_converted_from(bpe, ranks_file, monk
   assert tok.decode([5, BPE_VOCAB + 3, -1, tok.eos_id]) == bpe.decode([5, tok.eos_id])
 
 
+def test_batches_encode_alike_on_one_thread_or_more(bpe, ranks_file, monkeypatch):
+  tok = tokenizers.TiktokenTokenizer.from_file(str(ranks_file))
+  docs = _documents()[:200]
+  many = [ids.tolist() for ids in tok.encode_batch(docs)]
+  monkeypatch.setenv('RAYON_NUM_THREADS', '1')
+  assert tokenizers.encode_threads() == 1
+  assert [ids.tolist() for ids in tok.encode_batch(docs)] == many
+  monkeypatch.setenv('RAYON_NUM_THREADS', '3')
+  assert tokenizers.encode_threads() == 3
+  assert [ids.tolist() for ids in tok.encode_batch(docs)] == many
+  monkeypatch.setenv('RAYON_NUM_THREADS', 'lots')  # not a count: every core
+  assert tokenizers.encode_threads() >= 1
+
+
 def _no_download(*args, **kwargs):
   raise AssertionError('tiktoken was asked to fetch a file')
 
