@@ -127,7 +127,7 @@ class DataConfig:
   train_files: str  # glob, with source=files
   eval_files: str  # glob, with source=files
   tokenizer: TokenizerKind
-  vocab_size: int  # sentencepiece only
+  vocab_size: int  # sentencepiece and bpe (the vocabulary to train); others ignore it
   seq_len: int
   batch_size: int  # global, over all devices and processes
   # Data at scale (docs/data.md). Defaults keep older run folders loading.
@@ -231,7 +231,7 @@ class LabelledDataConfig:
   eval_split: str
   class_names: tuple[str, ...]
   tokenizer: TokenizerKind
-  vocab_size: int  # sentencepiece only
+  vocab_size: int  # sentencepiece and bpe (the vocabulary to train); others ignore it
   max_length: int  # tokens per text, after truncation
   truncation: Truncation
   batch_size: int  # global, over all devices and processes
@@ -373,13 +373,27 @@ def validate(c: Config) -> None:
     raise ConfigError('data.source=files needs data.train_files=GLOB (text files)')
   if d.source is DataSource.TFDS and not d.dataset:
     raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
-  _not_yet = {'data.tokenizer': d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN)}
-  for name, used in _not_yet.items():  # (each is removed as its part of docs/data.md lands)
-    if used:
-      raise ConfigError(f'{name} is not available in this version yet; leave it at its default')
-  if d.tokenizer is TokenizerKind.SENTENCEPIECE and d.vocab_size <= 0:
-    raise ConfigError('data.tokenizer=sentencepiece needs data.vocab_size > 0, e.g. 8000')
+  validate_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_file)
   validate_batch(c, d.batch_size)
+
+
+BPE_MIN_VOCAB = 257  # the 256 bytes and <|endoftext|>
+
+
+def validate_tokenizer(kind: TokenizerKind, vocab_size: int, tokenizer_file: str) -> None:
+  """Checks data.tokenizer against data.vocab_size and data.tokenizer_file (no files read)."""
+  if kind is TokenizerKind.SENTENCEPIECE and vocab_size <= 0:
+    raise ConfigError('data.tokenizer=sentencepiece needs data.vocab_size > 0, e.g. 8000')
+  if kind is TokenizerKind.BPE and vocab_size < BPE_MIN_VOCAB:
+    raise ConfigError(f'data.tokenizer=bpe needs data.vocab_size >= {BPE_MIN_VOCAB} (the 256'
+                      f' bytes and <|endoftext|>), not {vocab_size}; e.g. 8192 (GPT-2: 50257)')
+  if kind is TokenizerKind.TIKTOKEN and not tokenizer_file:
+    raise ConfigError('data.tokenizer=tiktoken needs data.tokenizer_file=PATH, a tiktoken ranks'
+                      ' file such as GPT-2\'s r50k_base.tiktoken (nothing is downloaded)')
+  if tokenizer_file and kind not in (TokenizerKind.HUGGINGFACE, TokenizerKind.TIKTOKEN):
+    raise ConfigError(f'data.tokenizer_file={tokenizer_file} is read only with'
+                      ' data.tokenizer=huggingface or tiktoken, not'
+                      f' {kind.value}; drop data.tokenizer_file or change data.tokenizer')
 
 
 def validate_batch(c: Config, batch_size: int) -> None:
@@ -523,11 +537,12 @@ def validate_classify(c: Config) -> None:
     _validate_csv(d)
   else:
     _validate_tfds(d)
-  if d.tokenizer in (TokenizerKind.BPE, TokenizerKind.TIKTOKEN):  # (until it lands)
-    raise ConfigError('data.tokenizer is not available in this version yet; leave it at its'
-                      ' default')
-  if d.tokenizer is TokenizerKind.SENTENCEPIECE and d.vocab_size <= 0:
-    raise ConfigError('data.tokenizer=sentencepiece needs data.vocab_size > 0, e.g. 8000')
+  if not c.classifier.init_from:  # (with it, the tokenizer is init_from's)
+    if d.tokenizer is TokenizerKind.TIKTOKEN:  # classification data has no tokenizer_file
+      raise ConfigError('data.tokenizer=tiktoken in fine-tuning reuses the tokenizer of'
+                        ' classifier.init_from; set it to a run trained with tiktoken, or pick'
+                        ' byte, char, sentencepiece or bpe')
+    validate_tokenizer(d.tokenizer, d.vocab_size, '')
   if not c.classifier.init_from and d.max_length > m.max_len:
     raise ConfigError(
         f'data.max_length={d.max_length} exceeds model.max_len={m.max_len};'

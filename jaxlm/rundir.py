@@ -1,8 +1,9 @@
 """A run folder's layout: the one module that names its files and reads and writes the small ones.
 
   RUN/config.json              the run's settings (jaxlm.config.to_dict), written at each start
-  RUN/tokenizer.json           the tokenizer's spec; RUN/tokenizer.model: a SentencePiece model
-                               or a Hugging Face tokenizer.json (an import's)
+  RUN/tokenizer.json           the tokenizer's spec; RUN/tokenizer.model: a SentencePiece model,
+                               a Hugging Face tokenizer.json (an import's, data.tokenizer_file's
+                               or a trained bpe's) or a tiktoken ranks file
   RUN/metrics.jsonl            one JSON row per logged train or eval step
   RUN/tensorboard/             TensorBoard event files
   RUN/checkpoints/STEP/        Orbax checkpoints (jaxlm/training/checkpoint.py)
@@ -31,6 +32,7 @@ from jaxlm.config import ConfigError
 CONFIG_FILE = 'config.json'
 TOKENIZER_FILE = 'tokenizer.json'
 TOKENIZER_MODEL_FILE = 'tokenizer.model'
+MODEL_FILE_KINDS = ('sentencepiece', 'huggingface', 'bpe', 'tiktoken')  # with tokenizer.model
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
 CHECKPOINTS_DIR = 'checkpoints'
@@ -183,7 +185,7 @@ def read_tokenizer(workdir) -> tuple[dict, bytes | None]:
                       ' of a jaxlm training run')
   spec = json.loads(file.read_text())
   model_file = tokenizer_model_file(workdir)
-  if spec.get('kind') not in ('sentencepiece', 'huggingface'):
+  if spec.get('kind') not in MODEL_FILE_KINDS:
     return spec, None
   if not model_file.exists():
     raise ConfigError(f'--workdir={workdir} holds {TOKENIZER_FILE} of a {spec["kind"]}'

@@ -64,10 +64,42 @@ def test_gpt_small_is_nanogpts_cpu_recipe():
      r'model\.num_layers=4 does not split into parallel\.pipeline=3 stages'),
     ({'parallel.zero_stage': 4}, r'parallel\.zero_stage=4 must be 0, 1, 2 or 3'),
     ({'parallel.remat': 'some'}, r"parallel\.remat='some' is not one of: none, full, matmuls"),
+    ({'data.tokenizer': 'bpe', 'data.vocab_size': 100},
+     r'data\.tokenizer=bpe needs data\.vocab_size >= 257 \(the 256 bytes and <\|endoftext\|>\),'
+     r' not 100'),
+    ({'data.tokenizer': 'tiktoken'}, r'data\.tokenizer=tiktoken needs data\.tokenizer_file=PATH'),
+    ({'data.tokenizer_file': 'tok.json'},
+     r'data\.tokenizer_file=tok\.json is read only with data\.tokenizer=huggingface or tiktoken,'
+     r' not char'),
+    ({'data.tokenizer': 'sentencepiece', 'data.vocab_size': 0},
+     r'data\.tokenizer=sentencepiece needs data\.vocab_size > 0'),
 ])
 def test_bad_settings(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.from_configdict(load_configdict(GPT_SMALL, override))
+
+
+@pytest.mark.parametrize('override', [
+    {'data.tokenizer': 'bpe', 'data.vocab_size': 257},
+    {'data.tokenizer': 'tiktoken', 'data.tokenizer_file': 'r50k_base.tiktoken'},
+    {'data.tokenizer': 'huggingface', 'data.tokenizer_file': 'tokenizer.json'},
+    {'data.tokenizer': 'huggingface'},  # an import's, in the run folder
+])
+def test_tokenizer_settings_that_are_valid(override):
+  config_lib.from_configdict(load_configdict(GPT_SMALL, override))
+
+
+@pytest.mark.parametrize('override, match', [
+    ({'data.tokenizer': 'tiktoken'},
+     r'data\.tokenizer=tiktoken in fine-tuning reuses the tokenizer of classifier\.init_from'),
+    ({'data.tokenizer': 'bpe', 'data.vocab_size': 0}, r'data\.tokenizer=bpe needs data\.vocab'),
+])
+def test_bad_classifier_tokenizer_settings(override, match):
+  path = REPO / 'experiments/agnews_classifier.py'
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.from_configdict(load_configdict(path, override))
+  # With init_from the tokenizer (and its size) is the pretrained run's.
+  config_lib.from_configdict(load_configdict(path, {**override, 'classifier.init_from': 'run'}))
 
 
 def test_unknown_setting_is_named():

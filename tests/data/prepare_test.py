@@ -284,3 +284,31 @@ def test_a_full_disk_is_one_line_and_keeps_the_complete_pieces(tmp_path, monkeyp
   assert not [f for f in os.listdir(out / 'train') if '.tmp-' in f]  # no half-written shard
   monkeypatch.setattr(prepare_lib._ShardWriter, 'add', real)
   assert prepare_lib.prepare(cfg, str(out), workers=1, log=lambda m: None)['splits']
+
+
+def test_bpe_is_trained_once_by_prepare_and_kept_in_the_dataset(tmp_path):
+  folder = _corpus(tmp_path, files=2)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES,
+                     tokenizer=TokenizerKind.BPE, vocab_size=400)
+  manifest = prepare_lib.prepare(cfg, str(tmp_path / 'ds'), workers=2, log=lambda m: None)
+  tok = tokenizers.load_tokenizer(str(tmp_path / 'ds'))
+  assert tok.kind is TokenizerKind.BPE and tok.vocab_size == manifest['vocab_size'] == 400
+  for split in (cfg.train_split, cfg.eval_split):
+    stream = dataset_lib.open_split(str(tmp_path / 'ds'), split, manifest)
+    np.testing.assert_array_equal(np.asarray(stream), data.tokenize_split(cfg, tok, split))
+    assert np.sum(np.asarray(stream) == tok.eos_id) == stream.num_documents
+
+
+def test_a_given_tokenizer_file_is_part_of_the_fingerprint(tmp_path):
+  folder = _corpus(tmp_path, files=1)
+  bpe = tokenizers.BPETokenizer.train(tiny_shakespeare_text().splitlines()[:2000], 300)
+  bpe.save(str(tmp_path / 'tok'))
+  ranks = tmp_path / 'ranks.tiktoken'
+  ranks.write_bytes(bpe.tiktoken_ranks())
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES,
+                     tokenizer=TokenizerKind.TIKTOKEN, tokenizer_file=str(ranks),
+                     cache_dir=str(tmp_path / 'cache'))
+  first = prepare_lib.prepared(cfg, log=lambda m: None)
+  assert tokenizers.load_tokenizer(first).kind is TokenizerKind.TIKTOKEN
+  ranks.write_bytes(tokenizers.BPETokenizer.train(['other text ' * 50], 260).tiktoken_ranks())
+  assert prepare_lib.prepared(cfg, log=lambda m: None) != first  # a new file, new tokens

@@ -70,6 +70,7 @@ def user(tmp_path_factory):
       f'task: lost_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n'
       f'    test: {root}/lost.jsonl\ntest_split: test\noutput_type: multiple_choice\n'
       'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: 0\n')
+  _tokenizer_files(root)
   settings = {'model.num_layers': 1, 'model.num_heads': 2, 'model.d_model': 16,
               'model.d_ff': 32, 'model.max_len': 16, 'data.seq_len': 16, 'data.batch_size': 8,
               'data.source': 'files', 'data.train_files': str(root / 'corpus.txt'),
@@ -106,6 +107,20 @@ def _hf_folders(root) -> None:
   (root / 'hf_sharded' / 'model.safetensors.index.json').write_text(json.dumps(
       {'weight_map': {'model.norm.weight': 'model-00001-of-00002.safetensors',
                       'lm_head.weight': 'model-00002-of-00002.safetensors'}}))
+
+
+def _tokenizer_files(root) -> None:
+  """A tokenizer.json that is cut short, one without an end-of-document token, a bad ranks file."""
+  import tokenizers
+  (root / 'tokenizer_cut.json').write_text('{"version": "1.0", "model": ')
+  (root / 'bad.tiktoken').write_bytes(b'IQ== 0\nthis is no ranks file\n')
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=260, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(['to be or not to be'], trainer)
+  (root / 'no_eos').mkdir()
+  tok.save(str(root / 'no_eos' / 'tokenizer.json'))
 
 
 def _main(*args):
@@ -161,6 +176,16 @@ ROWS = [
      r'parallel'),
     ('unknown tokenizer', lambda u: _files_main(u, '--config.data.tokenizer=words'), 1,
      r"data\.tokenizer='words' is not one of: char, byte, sentencepiece, huggingface"),
+    ('tiktoken without a ranks file', lambda u: _main('--config.data.tokenizer=tiktoken'), 1,
+     r'data\.tokenizer=tiktoken needs data\.tokenizer_file=PATH, a tiktoken ranks file'),
+    ('bpe vocabulary below 257',
+     lambda u: _main('--config.data.tokenizer=bpe', '--config.data.vocab_size=100'), 1,
+     r'data\.tokenizer=bpe needs data\.vocab_size >= 257 \(the 256 bytes and <\|endoftext\|>\),'
+     r' not 100'),
+    ('tokenizer_file with a trained tokenizer',
+     lambda u: _main(f'--config.data.tokenizer_file={u}/bad.tiktoken'), 1,
+     r'data\.tokenizer_file=\S+ is read only with data\.tokenizer=huggingface or tiktoken, not'
+     r' char'),
     ('planner: invalid setting',
      lambda u: ['jaxlm.plan', '--config=experiments/gpt_small.py', '--devices=2',
                 '--config.parallel.zero_stage=5'], 1,
@@ -184,6 +209,29 @@ ROWS = [
     ('incompatible resume', lambda u: _files_main(u, f'--workdir={u}/run',
                                                   '--config.model.d_model=32'), 1,
      r'holds a checkpoint \(step 4\) of a different model: model\.d_model=16 there, 32 now'),
+    ('tokenizer_file missing',
+     lambda u: _files_main(u, '--config.data.tokenizer=tiktoken',
+                           f'--config.data.tokenizer_file={u}/nope.tiktoken'), 1,
+     r'data\.tokenizer_file=\S+nope\.tiktoken: no such file; pass the path of a tiktoken ranks'
+     r' file'),
+    ('ranks file not base64 lines',
+     lambda u: _files_main(u, '--config.data.tokenizer=tiktoken',
+                           f'--config.data.tokenizer_file={u}/bad.tiktoken'), 1,
+     r'data\.tokenizer_file=\S+bad\.tiktoken: line 2 is not `base64token rank`'),
+    ('tokenizer.json cut short',
+     lambda u: _files_main(u, '--config.data.tokenizer=huggingface',
+                           f'--config.data.tokenizer_file={u}/tokenizer_cut.json'), 1,
+     r'data\.tokenizer_file=\S+tokenizer_cut\.json: tokenizer\.json is not a Hugging Face'
+     r' tokenizer the tokenizers library reads'),
+    ('tokenizer.json without an end-of-document token',
+     lambda u: _files_main(u, '--config.data.tokenizer=huggingface',
+                           f'--config.data.tokenizer_file={u}/no_eos/tokenizer.json'), 1,
+     r'has none of the end-of-document tokens <\|endoftext\|> .*; write \{"eos_token_id": ID\}'
+     r' to \S+no_eos/generation_config\.json'),
+    ('bpe vocabulary larger than the corpus gives',
+     lambda u: _files_main(u, '--config.data.tokenizer=bpe', '--config.data.vocab_size=5000'), 1,
+     r'data\.vocab_size=5000: byte-level BPE finds only \d+ tokens in this corpus; lower'
+     r' data\.vocab_size to at most \d+'),
     # Classification data.
     ('CSV short row', lambda u: _finetune(u, f'--config.data.train_files={u}/short_row.csv'), 1,
      r'short_row\.csv:2: 2 column\(s\)'),
