@@ -67,13 +67,48 @@ def num_windows(num_tokens: int, seq_len: int) -> int:
   return (num_tokens - 1 - seq_len) // seq_len
 
 
+MAX_TABLE = 1 << 22  # windows an epoch's order is a table for (32 MiB); above, a cipher
+
+
 @functools.lru_cache(maxsize=4)
-def _epoch_order(seed: int, epoch: int, n: int, seq_len: int) -> tuple[np.ndarray, int]:
-  """Epoch's window order, then its offset: both from default_rng([seed, epoch])."""
+def _epoch_order(seed: int, epoch: int, n: int, seq_len: int) -> tuple[np.ndarray | None, int]:
+  """Epoch's window order (a table, or None: see _permute), then its offset.
+
+  Both come from default_rng([seed, epoch]). Up to MAX_TABLE windows the
+  order is rng.permutation(n); a bigger corpus uses a keyed bijection
+  computed per index, so memory and start-up do not grow with the corpus.
+  """
   rng = np.random.default_rng([seed, epoch])
+  if n > MAX_TABLE:
+    return None, int(rng.integers(seq_len))
   perm = rng.permutation(n)
   perm.flags.writeable = False  # shared by the cache
   return perm, int(rng.integers(seq_len))
+
+
+def _permute(seed: int, epoch: int, n: int, i: np.ndarray) -> np.ndarray:
+  """A pseudo-random bijection of [0, n) applied to i: a 4-round Feistel cipher, cycle-walked.
+
+  The cipher permutes [0, 4^h) with 4^h >= n (h bits a half; the round keys
+  from default_rng([seed, epoch, 1])); values that land at n or above are
+  enciphered again until they fall inside, which keeps it a bijection of [0, n).
+  """
+  h = max(1, -(-int(n - 1).bit_length() // 2))
+  mask = np.uint64((1 << h) - 1)
+  keys = np.random.default_rng([seed, epoch, 1]).integers(0, 1 << 62, 4, dtype=np.uint64)
+
+  def encipher(x):
+    left, right = x >> np.uint64(h), x & mask
+    for k in keys:
+      f = right * np.uint64(0x9E3779B97F4A7C15) + k  # (uint64 arithmetic wraps)
+      f = (f ^ (f >> np.uint64(29))) & mask
+      left, right = right, left ^ f
+    return (left << np.uint64(h)) | right
+
+  x = encipher(np.asarray(i, np.uint64))
+  while np.any(outside := x >= n):
+    x[outside] = encipher(x[outside])
+  return x.astype(np.int64)
 
 
 def _local_rows(batch_size: int, process_index: int, process_count: int) -> np.ndarray:
@@ -111,7 +146,8 @@ def train_batch(tokens, step: int, *, batch_size: int, seq_len: int, seed: int,
   for e in range(int(epochs[0]), int(epochs[-1]) + 1):  # usually one epoch
     perm, shift = _epoch_order(seed, e, n, seq_len)
     rows = epochs == e
-    starts[rows] = shift + perm[within[rows]] * seq_len
+    order = perm[within[rows]] if perm is not None else _permute(seed, e, n, within[rows])
+    starts[rows] = shift + order * seq_len
   return _windows(tokens, starts, seq_len)
 
 

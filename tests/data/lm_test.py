@@ -175,8 +175,12 @@ def test_processes_take_their_slice_of_the_global_batch():
     data.train_batch(STREAM, 0, process_index=0, process_count=3, **kw)
 
 
+@pytest.mark.parametrize('order', ['table', 'cipher'])  # the cipher: corpora > MAX_TABLE
 @pytest.mark.parametrize('batch_size', [4, 7])  # 7 does not divide the 61 windows
-def test_each_epoch_visits_every_window_once(batch_size):
+def test_each_epoch_visits_every_window_once(batch_size, order, monkeypatch):
+  data._epoch_order.cache_clear()
+  if order == 'cipher':
+    monkeypatch.setattr(data, 'MAX_TABLE', 0)
   seq_len = 16
   n = data.num_windows(len(STREAM), seq_len)
   steps = -(-3 * n // batch_size)
@@ -190,6 +194,9 @@ def test_each_epoch_visits_every_window_once(batch_size):
     np.testing.assert_array_equal(np.sort(epoch // seq_len), np.arange(n))
     assert epoch.max() + seq_len < len(STREAM)  # every target in range
   assert len(set(shifts)) > 1  # windows move between epochs
+  first = starts[:n] // seq_len
+  assert not np.array_equal(first, np.sort(first))  # shuffled
+  data._epoch_order.cache_clear()
 
 
 def test_train_batch_is_fast():
