@@ -30,7 +30,7 @@ from jaxlm.config import ConfigError, DataConfig, DataSource, FileFormat
 from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import sources
 
-PIECE_BYTES = 64 << 20  # lines and jsonl files are cut into pieces of about this size
+PIECE_BYTES = 16 << 20  # lines and jsonl files are cut into pieces of about this size
 EVAL_HOLDOUT = sources.EVAL_HOLDOUT
 
 

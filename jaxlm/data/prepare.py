@@ -299,20 +299,27 @@ class _ShardWriter:
     self._tokens = 0
 
   def add(self, encoded: list[np.ndarray], sep: np.ndarray) -> None:
-    for ids in encoded:
-      n = len(ids) + len(sep)
-      if n > self.limit:
-        where = (f'{self.piece.path} (bytes {self.piece.start}..{self.piece.end})'
-                 if self.piece.end else self.piece.path)
-        raise ConfigError(f'a document of {where} has {n:,} tokens, more than a shard holds'
-                          f' (--shard_tokens={self.limit:,}); raise --shard_tokens or split'
-                          ' the document (data.file_format=lines)')
-      if self._tokens + n > self.limit:
+    """Appends documents (each then `sep`), as many a write as the shard has room for."""
+    lengths = np.fromiter((len(ids) for ids in encoded), np.int64, len(encoded)) + len(sep)
+    if lengths.size and lengths.max() > self.limit:
+      where = (f'{self.piece.path} (bytes {self.piece.start}..{self.piece.end})'
+               if self.piece.end else self.piece.path)
+      raise ConfigError(f'a document of {where} has {lengths.max():,} tokens, more than a'
+                        f' shard holds (--shard_tokens={self.limit:,}); raise --shard_tokens'
+                        ' or split the document (data.file_format=lines)')
+    i = 0
+    while i < len(encoded):
+      ends = np.cumsum(lengths[i:])
+      k = int(np.searchsorted(ends, self.limit - self._tokens, side='right'))
+      if k == 0:  # the next document starts a new shard
         self._close_shard()
         self._open()
-      self._file.write(np.concatenate([ids, sep]).astype(self.dtype).tobytes())
-      self._tokens += n
-      self._ends.append(self._tokens)
+        continue
+      flat = np.concatenate([x for ids in encoded[i:i + k] for x in (ids, sep)])
+      self._file.write(flat.astype(self.dtype).tobytes())
+      self._ends.extend((self._tokens + ends[:k]).tolist())
+      self._tokens += int(ends[k - 1])
+      i += k
 
   def _close_shard(self) -> None:
     self._file.close()
