@@ -20,9 +20,9 @@ The fingerprint hashes what the tokens are a function of: the source (file
 names, sizes and content hashes; or TFDS name, version and split sizes), the
 tokenizer (its settings, or the hash of a given one) and the format version.
 
-Reading is memory-mapped (np.memmap) for local folders, and by ranged reads
-through etils.epath for object stores (gs://): a process reads only the rows
-it is asked for, so start-up does not grow with the corpus.
+Reading is by positioned reads (os.pread) for local folders, and by ranged
+reads through etils.epath for object stores (gs://): a process reads only
+the rows it is asked for, so start-up and memory do not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class TokenStream:
     if i not in self._maps:
       file = self._root / self._shards[i].file
       if rundir.is_local(file):
-        self._maps[i] = np.memmap(os.fspath(file), self.dtype, mode='r')
+        self._maps[i] = _LocalFile(os.fspath(file), self.dtype)
       else:
         self._maps[i] = _RangedFile(file, self.dtype)
     return self._maps[i]
@@ -220,8 +220,29 @@ class TokenStream:
     return np.minimum(offsets, self._len)
 
 
+class _LocalFile:
+  """A local shard read with positioned reads (pread): only the bytes asked for.
+
+  Not np.memmap: touching a mapping maps the kernel's readahead around each
+  window too (about 190 KB a 130-byte window here), which counts in the
+  process's memory and grows with how much of the corpus a run has visited.
+  """
+
+  def __init__(self, path: str, dtype: np.dtype):
+    self._fd = os.open(path, os.O_RDONLY)
+    self._dtype = dtype
+
+  def __getitem__(self, item: slice) -> np.ndarray:
+    size = self._dtype.itemsize
+    raw = os.pread(self._fd, (item.stop - item.start) * size, item.start * size)
+    return np.frombuffer(raw, self._dtype)
+
+  def __del__(self):
+    os.close(self._fd)
+
+
 class _RangedFile:
-  """A remote shard read by byte ranges (no memmap on object stores)."""
+  """A remote shard read by byte ranges (as the local one, through etils.epath)."""
 
   def __init__(self, file: epath.Path, dtype: np.dtype):
     self._file, self._dtype = file, dtype

@@ -3,7 +3,7 @@
 A split is one flat token stream: each document's tokens followed by the
 tokenizer's EOS id, or, for tokenizers without one (char, byte), documents
 joined by '\\n'. Training reads it from a prepared dataset folder
-(jaxlm/data/prepare.py, memory-mapped); tokenize_split builds it in memory.
+(jaxlm/data/prepare.py, read by offset); tokenize_split builds it in memory.
 
 Training batches are a pure function of (seed, step): each epoch visits every
 non-overlapping window of the stream once, in a seeded random order and from

@@ -25,7 +25,7 @@ at epoch e plans e + 1 epochs). Eval batches are fixed rows of the
 documents in stream order, spread evenly over the split.
 
 Only numpy, no jax. `tokens` is anything sliced as tokens[a:b] (an array or
-an np.memmap); a batch reads only the chunks of this process's rows.
+a prepared dataset's TokenStream); a batch reads only the chunks of this process's rows.
 """
 
 from __future__ import annotations
