@@ -1,0 +1,208 @@
+"""Data at scale: prepare throughput and memory, time to the first step, training memory.
+
+  python benchmarks/data_scale.py [--sizes_mb=50,500,2000] \
+      [--tokenizers=byte,sentencepiece] [--work=/tmp/jaxlm_data_scale] [--today=REV]
+
+Builds corpora of about the given sizes by concatenating real text (the
+bundled tiny Shakespeare, cut into speeches, and, where ../shared is beside
+the checkout, the AG News descriptions), as JSONL files of 64 MB, one
+document a line. For each size and tokenizer it runs, each in a fresh
+process: `python -m jaxlm.prepare` (wall time, MB/s, MB/s per core, peak
+memory of the main process and of the largest worker), the tokenizer's own
+single-process batched encode speed on 16 MB (the goal: prepare reaches 80%
+of it times the cores), and two 20-step training runs of a small model on
+the prepared folder (time from launch to the first train step, peak memory).
+With --today=REV (a git revision from before prepared datasets, e.g.
+b1ca81d), the same 50 MB corpus is also trained from raw text by that
+revision, which tokenized in memory at every start: the figures side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import runpy
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared' / 'data'
+FILE_BYTES = 64 << 20
+TINY = ['--config.model.num_layers=2', '--config.model.d_model=64', '--config.model.d_ff=256',
+        '--config.model.num_heads=2', '--config.data.seq_len=64', '--config.data.batch_size=16',
+        '--config.train.steps=20', '--config.train.log_every=1', '--config.train.eval_every=20',
+        '--config.train.eval_steps=1', '--config.train.checkpoint_every=1000',
+        '--config.train.sample_tokens=0', '--config.train.warmup_steps=2']
+
+
+def _documents() -> list[str]:
+  text = (REPO / 'jaxlm/data/corpora/tiny_shakespeare/input.txt').read_text()
+  docs = [d for d in text.split('\n\n') if d.strip()]
+  agnews = SHARED / 'ag_news' / 'test.csv'
+  if agnews.exists():  # ../shared, when beside the checkout: more varied text
+    import csv
+    with open(agnews, newline='') as f:
+      docs += [f'{row[1]}\n{row[2]}' for row in csv.reader(f)]
+  return docs
+
+
+def build_corpus(folder: pathlib.Path, size: int) -> pathlib.Path:
+  """JSONL files of about FILE_BYTES each, `size` bytes of text in all."""
+  done = folder / 'DONE'
+  if done.exists():
+    return folder
+  folder.mkdir(parents=True, exist_ok=True)
+  docs, written, n, i = _documents(), 0, 0, 0
+  while written < size:
+    with open(folder / f'{n:04d}.jsonl', 'w') as f:
+      at = 0
+      while at < FILE_BYTES and written < size:
+        line = json.dumps({'text': docs[i % len(docs)]}) + '\n'
+        f.write(line)
+        at += len(line)
+        written += len(line)
+        i += 1
+    n += 1
+  done.write_text(str(written))
+  return folder
+
+
+def measured(args: list[str], env=None, first_line: str | None = None) -> dict:
+  """Runs `python benchmarks/data_scale.py --measure ARGS`: wall, first-line time, peak RSS."""
+  cmd = [sys.executable, __file__, '--measure', *args]
+  start = time.time()
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=env)
+  first, lines = None, []
+  for line in proc.stdout:
+    lines.append(line)
+    if first is None and first_line and first_line in line:
+      first = time.time() - start
+  proc.wait()
+  if proc.returncode:
+    raise RuntimeError(''.join(lines[-30:]))
+  usage = json.loads([x for x in lines if x.startswith('{"maxrss')][-1])
+  return {'wall_s': time.time() - start, 'first_s': first, 'lines': lines,
+          'rss_mb': usage['maxrss'] / 1024, 'worker_rss_mb': usage['children'] / 1024}
+
+
+def _measure(argv: list[str]) -> None:
+  """Child: runs the module in argv, then prints its and its children's peak RSS (KiB)."""
+  import atexit
+
+  def report():
+    print(json.dumps({'maxrss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      'children': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}),
+          flush=True)
+
+  atexit.register(report)
+  if argv[0] == '-m':
+    sys.argv = [argv[1], *argv[2:]]
+    runpy.run_module(argv[1], run_name='__main__', alter_sys=True)
+  else:
+    sys.argv = argv
+    runpy.run_path(argv[0], run_name='__main__')
+
+
+def encode_speed(corpus: pathlib.Path, dataset: pathlib.Path) -> float:
+  """MB/s of the dataset's tokenizer on 16 MB of the corpus: one process, batched."""
+  code = f'''
+import json, time, os
+os.environ['RAYON_NUM_THREADS'] = '1'
+from jaxlm.data import tokenizers
+tok = tokenizers.load_tokenizer({str(dataset)!r})
+docs, size = [], 0
+with open({str(sorted(corpus.glob("*.jsonl"))[0])!r}) as f:
+  for line in f:
+    docs.append(json.loads(line)['text']); size += len(docs[-1].encode())
+    if size > 16 << 20: break
+start = time.time()
+for i in range(0, len(docs), 2048):
+  tok.encode_batch(docs[i:i + 2048])
+print(size / (time.time() - start) / 1e6)
+'''
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                       check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+  return float(out.stdout.strip().splitlines()[-1])
+
+
+def data_flags(corpus: pathlib.Path, tokenizer: str) -> list[str]:
+  flags = ['--config.data.source=files', '--config.data.file_format=jsonl',
+           f'--config.data.train_files={corpus}/*.jsonl', f'--config.data.tokenizer={tokenizer}']
+  if tokenizer in ('sentencepiece', 'bpe'):
+    flags.append('--config.data.vocab_size=4096')
+  return flags
+
+
+def main() -> None:
+  if len(sys.argv) > 1 and sys.argv[1] == '--measure':
+    return _measure(sys.argv[2:])
+  p = argparse.ArgumentParser()
+  p.add_argument('--sizes_mb', default='50,500,2000')
+  p.add_argument('--tokenizers', default='byte,sentencepiece')
+  p.add_argument('--work', default='/tmp/jaxlm_data_scale')
+  p.add_argument('--today', default='', help='a git revision to compare on the first size')
+  a = p.parse_args()
+  work = pathlib.Path(a.work)
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAXLM_DATASET_CACHE=str(work / 'cache'))
+  cores = os.cpu_count()
+  print(f'{cores} cores; corpus: tiny Shakespeare speeches'
+        f'{" + AG News (../shared)" if (SHARED / "ag_news").exists() else ""}, JSONL')
+  rows = []
+  for size_mb in [int(s) for s in a.sizes_mb.split(',')]:
+    corpus = build_corpus(work / f'corpus_{size_mb}mb', size_mb << 20)
+    mb = int((corpus / 'DONE').read_text()) / 1e6
+    for tok in a.tokenizers.split(','):
+      out = work / f'dataset_{size_mb}mb_{tok}'
+      if out.exists():
+        subprocess.run(['rm', '-rf', str(out)], check=True)
+      prep = measured(['-m', 'jaxlm.prepare', '--config=experiments/gpt_small.py',
+                       *data_flags(corpus, tok), f'--out={out}'], env)
+      speed = encode_speed(corpus, out)
+      runs = [measured(['-m', 'jaxlm.main', '--config=experiments/gpt_small.py', *TINY,
+                        *data_flags(corpus, tok), f'--config.data.dataset_dir={out}',
+                        f'--workdir={work}/run_{size_mb}_{tok}_{i}'], env,
+                       first_line='train step      1/') for i in range(2)]
+      for i in range(2):
+        subprocess.run(['rm', '-rf', f'{work}/run_{size_mb}_{tok}_{i}'], check=True)
+      row = dict(size_mb=round(mb), tokenizer=tok, prepare_s=prep['wall_s'],
+                 prepare_mb_s=mb / prep['wall_s'], per_core=mb / prep['wall_s'] / cores,
+                 encode_mb_s=speed, goal=0.8 * speed * cores,
+                 prepare_rss_mb=prep['rss_mb'], worker_rss_mb=prep['worker_rss_mb'],
+                 first_step_s=[r['first_s'] for r in runs], train_rss_mb=runs[1]['rss_mb'])
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  if a.today:
+    size_mb = int(a.sizes_mb.split(',')[0])
+    corpus = work / f'corpus_{size_mb}mb'
+    text = work / f'corpus_{size_mb}mb_text'  # the same text as plain files: today's reader
+    if not text.exists():
+      text.mkdir()
+      for f in sorted(corpus.glob('*.jsonl')):
+        with open(f) as src, open(text / f'{f.stem}.txt', 'w') as dst:
+          for line in src:
+            dst.write(json.loads(line)['text'] + '\n\n')
+    tree = work / 'today'
+    if not tree.exists():
+      subprocess.run(['git', 'worktree', 'add', '--detach', str(tree), a.today], cwd=REPO,
+                     check=True)
+    for tok in a.tokenizers.split(','):
+      flags = ['--config.data.source=files', f'--config.data.train_files={text}/*.txt',
+               f'--config.data.tokenizer={tok}']
+      if tok == 'sentencepiece':
+        flags.append('--config.data.vocab_size=4096')
+      r = measured(['-m', 'jaxlm.main', f'--config={tree}/experiments/gpt_small.py', *TINY, *flags,
+                    f'--workdir={work}/run_today_{tok}'], dict(env, PYTHONPATH=str(tree)),
+                   first_line='train step      1/')
+      subprocess.run(['rm', '-rf', f'{work}/run_today_{tok}'], check=True)
+      row = dict(size_mb=size_mb, tokenizer=tok, path=f'today ({a.today}, in memory)',
+                 first_step_s=r['first_s'], train_rss_mb=r['rss_mb'])
+      print(json.dumps(row), flush=True)
+
+
+if __name__ == '__main__':
+  main()
