@@ -19,7 +19,6 @@ revision, which tokenized in memory at every start: the figures side by side.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -28,6 +27,8 @@ import runpy
 import subprocess
 import sys
 import time
+
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared' / 'data'
@@ -138,15 +139,21 @@ def data_flags(corpus: pathlib.Path, tokenizer: str) -> list[str]:
   return flags
 
 
+_SIZES = flags.DEFINE_string('sizes_mb', '50,500,2000', 'Corpus sizes, MB.')
+_TOKENIZERS = flags.DEFINE_string('tokenizers', 'byte,sentencepiece', 'data.tokenizer kinds.')
+_WORK = flags.DEFINE_string('work', '/tmp/jaxlm_data_scale', 'Scratch folder.')
+_TODAY = flags.DEFINE_string('today', '', 'A git revision to compare on the first size.')
+
+
 def main() -> None:
   if len(sys.argv) > 1 and sys.argv[1] == '--measure':
     return _measure(sys.argv[2:])
-  p = argparse.ArgumentParser()
-  p.add_argument('--sizes_mb', default='50,500,2000')
-  p.add_argument('--tokenizers', default='byte,sentencepiece')
-  p.add_argument('--work', default='/tmp/jaxlm_data_scale')
-  p.add_argument('--today', default='', help='a git revision to compare on the first size')
-  a = p.parse_args()
+  app.run(_main)
+
+
+def _main(_) -> None:
+  a = type('Args', (), {'sizes_mb': _SIZES.value, 'tokenizers': _TOKENIZERS.value,
+                        'work': _WORK.value, 'today': _TODAY.value})
   work = pathlib.Path(a.work)
   env = dict(os.environ, PYTHONPATH=str(REPO), JAXLM_DATASET_CACHE=str(work / 'cache'))
   cores = os.cpu_count()
