@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -37,6 +38,7 @@ from jaxlm import rundir
 from jaxlm.config import ConfigError, DataConfig, TokenizerKind
 from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import pieces as pieces_lib
+from jaxlm.data import tokenizer_files
 from jaxlm.data import tokenizers
 
 SHARD_TOKENS = 1 << 27  # tokens a shard file holds at most (256 MiB of uint16)
@@ -55,8 +57,12 @@ def tokenizer_parts(cfg: DataConfig, given: tokenizers.Tokenizer | None) -> dict
   parts = {'kind': cfg.tokenizer.value}
   if cfg.tokenizer in (TokenizerKind.SENTENCEPIECE, TokenizerKind.BPE):
     parts['vocab_size'] = cfg.vocab_size
-  if cfg.tokenizer_file:
-    parts['file_blake2b'] = dataset_lib.file_hash(cfg.tokenizer_file)
+  if cfg.tokenizer_file:  # read as the tokenizer reads it: a missing file is one line
+    what = ('a tiktoken ranks file' if cfg.tokenizer is TokenizerKind.TIKTOKEN
+            else 'a Hugging Face tokenizer.json')
+    raw = tokenizer_files.read_setting_file(f'data.tokenizer_file={cfg.tokenizer_file}',
+                                            cfg.tokenizer_file, what)
+    parts['file_blake2b'] = hashlib.blake2b(raw, digest_size=16).hexdigest()
   return parts
 
 
