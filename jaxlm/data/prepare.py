@@ -27,7 +27,6 @@ import hashlib
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 import uuid
 
@@ -390,7 +389,7 @@ def prepared(cfg: DataConfig, tokenizer: tokenizers.Tokenizer | None = None, log
   # The folder a fresh run prepares (its tokenizer built from the settings),
   # which a resumed run reuses when it holds the run's tokenizer; else one of
   # the run's own tokenizer.
-  candidates = [] if _needs_given(cfg) else [_settings_tokenizer(cfg)]
+  candidates = [] if _needs_given(cfg) else [tokenizer_parts(cfg, None)]
   if tokenizer is not None:
     candidates.append(tokenizer_parts(cfg, tokenizer))
   for tok_parts in candidates:
@@ -419,10 +418,6 @@ def prepared(cfg: DataConfig, tokenizer: tokenizers.Tokenizer | None = None, log
 def _needs_given(cfg: DataConfig) -> bool:
   """Whether cfg alone cannot build the tokenizer (an import's Hugging Face one)."""
   return cfg.tokenizer is TokenizerKind.HUGGINGFACE and not cfg.tokenizer_file
-
-
-def _settings_tokenizer(cfg: DataConfig) -> dict:
-  return tokenizer_parts(cfg, None)
 
 
 def _same_tokenizer(folder, tokenizer: tokenizers.Tokenizer) -> bool:
@@ -475,7 +470,3 @@ def _settings_of(cfg: DataConfig | None, recorded: dict) -> dict:
   if cfg.source.value == 'tfds':
     return {'data.source': 'tfds', 'data.dataset': cfg.dataset, 'data.text_key': cfg.text_key}
   return {'data.source': 'files', 'data.file_format': cfg.file_format.value}
-
-
-def log_stderr(message: str) -> None:
-  print(message, file=sys.stderr, flush=True)
