@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       num_layers=12, num_heads=12, d_model=768, d_ff=3072, max_len=1024,
-      dropout=0.0, dtype='bfloat16', vocab_size=50304, vocab_multiple=128,
+      dropout=0.0, dtype='bfloat16', vocab_size=50304, vocab_multiple=128, real_vocab_size=0,
       tie_embeddings=True, use_bias=True,
       attention='auto', scan_unroll=12,
   ))

@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       num_layers=32, num_heads=32, d_model=4096, d_ff=14336, max_len=8192,
-      dropout=0.0, dtype='bfloat16', vocab_size=128256, vocab_multiple=128,
+      dropout=0.0, dtype='bfloat16', vocab_size=128256, vocab_multiple=128, real_vocab_size=0,
       tie_embeddings=False, use_bias=False,
       norm='rmsnorm', norm_eps=1e-05, positions='rope', rope_theta=500000.0,
       rope_scaling=0.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,

@@ -42,15 +42,18 @@ def load(workdir: str, *, step: int | None = None, dtype: str | None = None) -> 
 
 
 def import_hf(hf_dir: str, workdir: str, *, dtype: str | None = None,
-              experiment: str | None = None) -> Config:
+              experiment: str | None = None, vocab_multiple: int | None = None) -> Config:
   """Writes a new run folder from a Hugging Face directory (safetensors); its Config.
 
   GPT-2, Llama, Mistral and Qwen2 causal LMs (docs/interop.md).
   dtype: the run's compute dtype (default: float32, logits as transformers').
   experiment: a file of the other run settings (default: GPT-2 124M's).
+  vocab_multiple: the vocabulary is padded to a multiple of it (default: the settings',
+  128), its padding masked; every model axis size that will split it must divide it.
   """
   from jaxlm.interop import hf as hf_interop
-  return hf_interop.import_hf(hf_dir, workdir, experiment, dtype=dtype)
+  return hf_interop.import_hf(hf_dir, workdir, experiment, dtype=dtype,
+                              vocab_multiple=vocab_multiple)
 
 
 def export_hf(workdir: str, out_dir: str, *, step: int | None = None) -> Config:

@@ -101,6 +101,9 @@ class ModelConfig:
   num_kv_heads: int = 0  # 0: num_heads (multi-head); fewer: grouped-query attention
   qkv_bias: bool = False  # biases on q, k and v even without use_bias (Qwen2)
   head_size: int = 0  # 0: d_model // num_heads
+  # Rows of vocab_size that are tokens (0: all). An import pads its vocabulary to
+  # vocab_multiple so that the model axis divides it; the padding's logits are masked.
+  real_vocab_size: int = 0
   # How, not what, is computed (a checkpoint resumes under any value):
   attention: str = 'auto'  # auto: cuDNN fused attention on GPU where it applies; xla: einsums
   scan_unroll: int = 1  # layers per iteration of the layer loop (num_layers: straight-line code)
@@ -113,6 +116,11 @@ class ModelConfig:
   @property
   def kv_heads(self) -> int:
     return self.num_kv_heads or self.num_heads
+
+  @property
+  def real_vocab(self) -> int:
+    """The token ids the model predicts: real_vocab_size, else all of vocab_size."""
+    return self.real_vocab_size or self.vocab_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,6 +468,10 @@ def validate_model(m: ModelConfig, where: str = '') -> None:
   if m.vocab_size < 0:
     raise ConfigError(
         f'{at}model.vocab_size={m.vocab_size} must be >= 0 (0: from the tokenizer)')
+  if m.real_vocab_size < 0 or (m.vocab_size and m.real_vocab_size > m.vocab_size):
+    raise ConfigError(
+        f'{at}model.real_vocab_size={m.real_vocab_size} must be in [0, model.vocab_size='
+        f'{m.vocab_size}] (0: every row is a token)')
   if m.attention not in _ATTENTION:
     raise ConfigError(
         f'{at}model.attention={m.attention!r} is not one of: {", ".join(_ATTENTION)}')
@@ -604,21 +616,33 @@ def _validate_profile(pr: ProfileConfig, steps: int) -> None:
         ' turn profiling off')
 
 
+def _json_value(v):
+  if isinstance(v, enum.Enum):
+    return v.value
+  return list(v) if isinstance(v, tuple) else v
+
+
 def to_dict(c: Config) -> dict:
   """A JSON-ready dict (enums as values, tuples as lists), e.g. for the run folder."""
-  def convert(v):
-    if isinstance(v, enum.Enum):
-      return v.value
-    return list(v) if isinstance(v, tuple) else v
-  out = {f.name: {k: convert(v) for k, v in dataclasses.asdict(getattr(c, f.name)).items()}
+  out = {f.name: {k: _json_value(v) for k, v in dataclasses.asdict(getattr(c, f.name)).items()}
          for f in dataclasses.fields(c) if getattr(c, f.name) is not None}
   del out['model']['remat']  # a copy of parallel.remat
   return out
 
 
+def defaults(cls) -> dict:
+  """A section's optional settings and their defaults, as to_dict writes them."""
+  return {f.name: _json_value(f.default) for f in dataclasses.fields(cls)
+          if f.default is not dataclasses.MISSING}
+
+
 def resolve_vocab(c: Config, tokenizer_vocab: int) -> Config:
   """Fills model.vocab_size from the tokenizer (rounded up) or checks it."""
   m = c.model
+  if m.real_vocab_size and m.real_vocab_size < tokenizer_vocab:
+    raise ConfigError(
+        f'model.real_vocab_size={m.real_vocab_size} is smaller than the tokenizer\'s'
+        f' {tokenizer_vocab}; set it to {tokenizer_vocab} (or 0 to predict every row)')
   if m.vocab_size == 0:
     size = -(-tokenizer_vocab // m.vocab_multiple) * m.vocab_multiple
     return dataclasses.replace(c, model=dataclasses.replace(m, vocab_size=size))

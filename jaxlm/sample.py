@@ -78,7 +78,7 @@ def parse_tokens(values: list[str]) -> list[list[int]]:
 
 def check_tokens(prompts: list[list[int]], run: Run) -> list[list[int]]:
   """Id prompts checked against the run's vocabulary and context."""
-  V, max_len = run.config.model.vocab_size, run.config.model.max_len
+  V, max_len = run.config.model.real_vocab, run.config.model.max_len
   for ids in prompts:
     bad = [i for i in ids if not 0 <= i < V]
     if bad:

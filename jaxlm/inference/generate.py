@@ -236,7 +236,7 @@ def generate(params, model: GPT, prompts: Sequence[Sequence[int]], max_new_token
              sampling: Sampling = Sampling(), seed: int = 0, num_samples: int = 1) -> Result:
   """`num_samples` continuations of `max_new_tokens` ids for each prompt."""
   cfg = model.cfg
-  check_prompts(prompts, cfg.max_len, cfg.vocab_size)
+  check_prompts(prompts, cfg.max_len, cfg.real_vocab)
   if max_new_tokens < 0:
     raise ValueError(f'max_new_tokens={max_new_tokens} must be >= 0')
   if num_samples < 1:

@@ -63,10 +63,10 @@ class Model:
 
   @property
   def vocab_size(self) -> int:
-    """The real vocabulary: the tokenizer's size, else model.vocab_size (an import's)."""
+    """The real vocabulary: the tokenizer's size, else the model's (an import's HF size)."""
     if self._run.tokenizer is not None:
       return self._run.tokenizer.vocab_size
-    return self._run.config.model.vocab_size
+    return self._run.config.model.real_vocab
 
   def _check_ids(self, ids: np.ndarray, what: str) -> None:
     if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):

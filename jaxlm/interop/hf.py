@@ -9,8 +9,9 @@ causal LM (`config.json` and `model.safetensors`, or a sharded
 (GPT-2 124M's run settings, `gpt2_settings()`, or an experiment file's, with
 the architecture taken from the HF config), `hf_source.json` (that HF config)
 and an Orbax checkpoint at step 0 holding the weights and a fresh optimizer
-state. `export` writes the newest readable checkpoint (or --step) as a
-directory that transformers' `from_pretrained` loads, with the source's
+state, read one layer at a time into ZeRO-3 shards over the local devices
+(the host never holds the whole model). `export` writes the newest readable
+checkpoint (or --step) as a directory that transformers' `from_pretrained` loads, with the source's
 config.json settings kept where jaxlm does not set them (activation name,
 token ids). It restores as sampling does (jaxlm/inference/restore.py),
 passing over an unreadable newest checkpoint with one line. Tensors are read
@@ -18,10 +19,12 @@ with `safetensors.numpy`: pickles (`pytorch_model.bin`) are never opened,
 since loading one runs its code. Which HF tensor is which jaxlm parameter is
 jaxlm/interop/hf_families.py's.
 
-Vocabulary: kept at the HF size (50257 for GPT-2), never padded. Each padded
-row would add a real logit (0 for a zero row) to the softmax, so padding
-changes the loss and what sampling picks. 50257 = 29 x 1733, so such a run
-trains with parallel.model=1 (data, ZeRO and pipeline parallelism all work).
+Vocabulary: padded to a multiple of model.vocab_multiple (the experiment's,
+128 for GPT-2 124M's settings, or the vocab_multiple given) with zero rows, so
+that a model axis dividing it splits the embedding: GPT-2's 50257 becomes
+50304. model.real_vocab_size keeps the HF size, and the model masks the
+padding's logits (jaxlm/model/gpt.py), so the loss and what sampling picks are
+the unpadded model's. Export drops the padding again.
 
 Precision: an import computes in float32 unless dtype is given; then its
 logits equal transformers' within 1e-4 (docs/interop.md has what bf16 costs).
@@ -38,6 +41,7 @@ import dataclasses
 import json
 import os
 import shutil
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -124,49 +128,78 @@ def _safetensors():
   return safetensors
 
 
-def read_hf_tensors(hf_dir: str, family: str) -> dict[str, np.ndarray]:
-  """The float32 tensors of a HF directory, named without the base model's prefix."""
-  st = _safetensors()
-  tensors = {}
-  for path in _weight_files(hf_dir):
+class HFTensors(Mapping):
+  """A HF directory's float32 tensors by name (no base-model prefix), each read when asked.
+
+  Opened files are memory-mapped by safetensors; a tensor is read from disk
+  only when looked up, so an import holds one layer's tensors at a time, not
+  the whole model. `shapes` come from the file headers, without reading data.
+  """
+
+  def __init__(self, hf_dir: str, family: str):
+    st = _safetensors()
+    self._st, self._files, self._where, self.shapes = st, [], {}, {}
+    for path in _weight_files(hf_dir):
+      try:
+        f = st.safe_open(path, framework='numpy')
+        names = list(f.keys())
+        shapes = [tuple(f.get_slice(n).get_shape()) for n in names]
+      except (st.SafetensorError, OSError) as e:
+        raise ConfigError(f'{path} is not a readable safetensors file ({e}); it is likely'
+                          ' truncated or corrupt: download or save it again') from None
+      self._files.append(f)
+      for name, shape in zip(names, shapes):
+        short = families.strip_prefix(name, family)
+        if not families.is_buffer(short):
+          self._where[short] = (f, name, path)
+          self.shapes[short] = shape
+
+  def __getitem__(self, short: str) -> np.ndarray:
+    f, name, path = self._where[short]
     try:
-      loaded = st.numpy.load_file(path)
+      return np.asarray(f.get_tensor(name), np.float32)
     except TypeError as e:  # a dtype numpy lacks (bfloat16)
       raise ConfigError(f'{path} holds tensors numpy cannot read ({e}); re-save the model in'
                         ' float32 or float16') from None
-    except (st.SafetensorError, OSError) as e:
+    except (self._st.SafetensorError, OSError) as e:
       raise ConfigError(f'{path} is not a readable safetensors file ({e}); it is likely'
                         ' truncated or corrupt: download or save it again') from None
-    for name, x in loaded.items():
-      tensors[families.strip_prefix(name, family)] = np.asarray(x, np.float32)
-  return {k: v for k, v in tensors.items() if not families.is_buffer(k)}
+
+  def __iter__(self):
+    return iter(self._where)
+
+  def __len__(self) -> int:
+    return len(self._where)
+
+  def drop(self, short: str) -> None:
+    """Leaves a tensor out (a tied lm_head that repeats the embedding)."""
+    del self._where[short], self.shapes[short]
 
 
-def _untie(tensors: dict, m: ModelConfig, family: str, source: str) -> dict:
+def _untie(tensors: HFTensors, m: ModelConfig, family: str, source: str) -> None:
   """Drops an lm_head that repeats the tied embedding; refuses one that differs."""
   embed = 'wte.weight' if family == 'gpt2' else 'embed_tokens.weight'
   if m.tie_embeddings and 'lm_head.weight' in tensors:
-    tensors = dict(tensors)
-    if not np.array_equal(tensors.pop('lm_head.weight'), tensors.get(embed)):
+    if embed not in tensors or not np.array_equal(tensors['lm_head.weight'], tensors[embed]):
       raise ConfigError(f'{source}: lm_head.weight differs from {embed} although the config'
                         ' ties them; set tie_word_embeddings=false in its config.json')
-  return tensors
+    tensors.drop('lm_head.weight')
 
 
-def check_tensors(tensors: dict[str, np.ndarray], m: ModelConfig, family: str,
+def check_tensors(shapes: Mapping[str, tuple[int, ...]], m: ModelConfig, family: str,
                   source: str) -> None:
-  """Raises ConfigError unless `tensors` are exactly the family's for model `m`."""
+  """Raises ConfigError unless the tensors' `shapes` are exactly the family's for model `m`."""
   expected = families.expected_shapes(m, family)
-  unexpected = sorted(set(tensors) - set(expected))
+  unexpected = sorted(set(shapes) - set(expected))
   if unexpected:
     raise ConfigError(f'{source}: unexpected tensor {unexpected[0]}; not a plain {family}'
                       f' causal LM checkpoint with the layers of {CONFIG_FILE}')
   for name, shape in expected.items():
-    if name not in tensors:
+    if name not in shapes:
       raise ConfigError(f'{source}: tensor {name} is missing; the weights do not match'
                         f' {CONFIG_FILE}')
-    if tensors[name].shape != shape:
-      raise ConfigError(f'{source}: tensor {name} has shape {tensors[name].shape},'
+    if tuple(shapes[name]) != shape:
+      raise ConfigError(f'{source}: tensor {name} has shape {tuple(shapes[name])},'
                         f' {CONFIG_FILE} implies {shape}')
 
 
@@ -185,7 +218,7 @@ def gpt2_settings() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = ml_collections.ConfigDict(dict(
       num_layers=12, num_heads=12, d_model=768, d_ff=3072, max_len=1024,
-      dropout=0.0, dtype='bfloat16', vocab_size=50304, vocab_multiple=128,
+      dropout=0.0, dtype='bfloat16', vocab_size=50304, vocab_multiple=128, real_vocab_size=0,
       tie_embeddings=True, use_bias=True,
       attention='auto', scan_unroll=12,
   ))
@@ -214,16 +247,40 @@ def gpt2_settings() -> ml_collections.ConfigDict:
   return c
 
 
-def import_config(hf_dir: str, experiment: str | None = None, *, dtype: str | None = None
-                  ) -> Config:
+def import_config(hf_dir: str, experiment: str | None = None, *, dtype: str | None = None,
+                  vocab_multiple: int | None = None) -> Config:
   """The run config: gpt2_settings() (or an experiment file) with the HF architecture.
 
   dtype sets model.dtype, the compute dtype (default float32; parameters are float32).
+  vocab_multiple (default: the settings' model.vocab_multiple) pads the vocabulary.
   """
-  return _config_from(read_hf_config(hf_dir), hf_dir, experiment, dtype)
+  return _config_from(read_hf_config(hf_dir), hf_dir, experiment, dtype, vocab_multiple)
 
 
-def _config_from(hf: dict, hf_dir: str, experiment: str | None, dtype: str | None) -> Config:
+def hf_model(m: ModelConfig) -> ModelConfig:
+  """The model as Hugging Face has it: the vocabulary without jaxlm's padding."""
+  return dataclasses.replace(m, vocab_size=m.real_vocab, real_vocab_size=0)
+
+
+def pad_vocab(params: dict, m: ModelConfig) -> dict:
+  """HF-sized params with zero rows (wte) and columns (lm_head) up to m.vocab_size."""
+  pad = m.vocab_size - m.real_vocab
+  out = dict(params, wte=np.pad(params['wte'], ((0, pad), (0, 0))))
+  if 'lm_head' in params:
+    out['lm_head'] = np.pad(params['lm_head'], ((0, 0), (0, pad)))
+  return out
+
+
+def unpad_vocab(params: dict, m: ModelConfig) -> dict:
+  """pad_vocab undone: the first m.real_vocab rows (wte) and columns (lm_head)."""
+  out = dict(params, wte=params['wte'][:m.real_vocab])
+  if 'lm_head' in params:
+    out['lm_head'] = params['lm_head'][:, :m.real_vocab]
+  return out
+
+
+def _config_from(hf: dict, hf_dir: str, experiment: str | None, dtype: str | None,
+                 vocab_multiple: int | None = None) -> Config:
   model = families.model_settings(hf, os.path.join(hf_dir, CONFIG_FILE))
   if experiment is None:
     cd = gpt2_settings()
@@ -236,8 +293,16 @@ def _config_from(hf: dict, hf_dir: str, experiment: str | None, dtype: str | Non
   if dtype is not None and dtype not in restore.DTYPES:
     raise ConfigError(f'dtype={dtype!r} is not one of: {", ".join(restore.DTYPES)} (None:'
                       f' {IMPORT_DTYPE})')
+  if vocab_multiple is not None and vocab_multiple < 1:
+    raise ConfigError(f'vocab_multiple={vocab_multiple} must be >= 1 (the model axis sizes'
+                      ' that will split the vocabulary must divide it)')
   cd.model.update(model)
   cd.model.dtype = dtype or IMPORT_DTYPE
+  if vocab_multiple is not None:
+    cd.model.vocab_multiple = vocab_multiple
+  multiple = cd.model.vocab_multiple
+  cd.model.vocab_size = -(-model['vocab_size'] // multiple) * multiple
+  cd.model.real_vocab_size = model['vocab_size']
   if os.path.exists(os.path.join(hf_dir, TOKENIZER_FILE)):
     cd.data.tokenizer = 'huggingface'  # the run folder's, from the import
   cd.data.vocab_size = model['vocab_size']  # a tokenizer trained later matches
@@ -253,6 +318,41 @@ def _plain_layout(c: Config) -> tuple[Config, jax.sharding.Mesh]:
   return c, sharding.make_mesh(p, jax.devices()[:1])
 
 
+def _import_layout(c: Config) -> tuple[Config, jax.sharding.Mesh]:
+  # ZeRO-3 over the local devices (as many as divide d_model), no pipeline:
+  # parameters and optimizer state split, in canonical layer order. Orbax
+  # restores onto whatever layout a later run uses.
+  n = len(jax.local_devices())
+  k = max(d for d in range(1, n + 1) if n % d == 0 and c.model.d_model % d == 0)
+  p = dataclasses.replace(c.parallel, data=k, model=1, pipeline=1, zero_stage=3 if k > 1 else 0)
+  layout = dataclasses.replace(c, parallel=p, data=dataclasses.replace(c.data, batch_size=k),
+                               train=dataclasses.replace(c.train, grad_accum_steps=1))
+  return layout, sharding.make_mesh(p, jax.local_devices()[:k])
+
+
+def _put_params(tensors: HFTensors, m: ModelConfig, family: str, shardings) -> dict:
+  """The params in their shardings, read from `tensors` one layer at a time.
+
+  The top-level ones (embedding, final norm, output layer) first; then each
+  layer's slice of the stacked [N, ...] leaves is written into arrays made on
+  the devices, so host memory holds one layer, never the whole model.
+  """
+  theirs = hf_model(m)
+  top = pad_vocab(families.top_params_from_hf(tensors, theirs, family), m)
+  top = jax.device_put(top, {k: shardings[k] for k in top})
+  block_shardings = shardings['stack']['blocks']
+  abstract = sharding.unbox_shapes(steps_lib.abstract_params(GPT(m), 1))['stack']['blocks']
+  blocks = jax.jit(lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract),
+                   out_shardings=block_shardings)()
+  put = jax.jit(lambda full, part, i: jax.tree.map(
+      lambda f, p: jax.lax.dynamic_update_slice_in_dim(f, p.astype(f.dtype), i, 0), full, part),
+      donate_argnums=0, out_shardings=block_shardings)
+  for i in range(m.num_layers):
+    blocks = put(blocks, families.block_params_from_hf(tensors, theirs, family, [i]),
+                 jnp.int32(i))
+  return {**top, 'stack': {'blocks': blocks}}
+
+
 def _refuse_existing(path: str, flag: str, what: str) -> None:
   p = epath.Path(path)
   if p.exists() and (not p.is_dir() or any(True for _ in p.iterdir())):
@@ -261,26 +361,28 @@ def _refuse_existing(path: str, flag: str, what: str) -> None:
 
 
 def import_hf(hf_dir: str, workdir: str, experiment: str | None = None, *,
-              dtype: str | None = None) -> Config:
+              dtype: str | None = None, vocab_multiple: int | None = None) -> Config:
   """Writes a jaxlm run folder (config.json, checkpoint at step 0) from a HF directory.
 
   experiment: a file of the other run settings (default: gpt2_settings()).
+  vocab_multiple: pads the vocabulary to a multiple (default: the settings', 128).
   """
   _refuse_existing(workdir, 'workdir', 'import')
   hf = read_hf_config(hf_dir)
-  c = _config_from(hf, hf_dir, experiment, dtype)
+  c = _config_from(hf, hf_dir, experiment, dtype, vocab_multiple)
   family = families.family_of(hf, hf_dir)
-  tensors = _untie(read_hf_tensors(hf_dir, family), c.model, family, hf_dir)
-  check_tensors(tensors, c.model, family, hf_dir)
-  params = families.params_from_hf(tensors, c.model, family)
-  _check_param_tree(params, c.model)
+  theirs = hf_model(c.model)
+  tensors = HFTensors(hf_dir, family)
+  _untie(tensors, theirs, family, hf_dir)
+  check_tensors(tensors.shapes, theirs, family, hf_dir)
   generation = _generation(hf_dir)
   tokenizer = _hf_tokenizer(hf_dir, hf, generation)
 
-  layout, mesh = _plain_layout(c)
+  layout, mesh = _import_layout(c)
   with sharding.activate(mesh):
     s = steps_lib.build(layout, mesh)
-    params = jax.device_put(params, s.state_shardings.params)
+    params = _put_params(tensors, c.model, family, s.state_shardings.params)
+    _check_param_tree(params, c.model)
     opt_state = jax.jit(s.tx.init, out_shardings=s.state_shardings.opt_state)(params)
     _, train_rng = jax.random.split(jax.random.PRNGKey(c.train.seed))  # as steps.init_state
     state = steps_lib.TrainState(
@@ -355,8 +457,8 @@ def check_exportable(m: ModelConfig) -> str:
 
 def hf_tensors(params, m: ModelConfig) -> dict[str, np.ndarray]:
   """HF tensors (full names, as save_pretrained writes them) from jaxlm params."""
-  p = jax.tree.map(lambda x: np.asarray(x, np.float32), jax.device_get(params))
-  return families.hf_from_params(p, m, families.family_for(m))
+  p = unpad_vocab(jax.tree.map(lambda x: np.asarray(x, np.float32), jax.device_get(params)), m)
+  return families.hf_from_params(p, hf_model(m), families.family_for(m))
 
 
 def generation_config(config: dict, source: dict | None) -> dict:
@@ -385,7 +487,7 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
   imported = source.get('config') or {}
   if family == 'llama' and imported.get('model_type') == 'mistral':
     family = 'mistral'  # Mistral's model is Llama's; keep its name
-  config = families.hf_config(c.model, family, imported)
+  config = families.hf_config(hf_model(c.model), family, imported)
   tensors = hf_tensors(params, c.model)
   # Written next to out_dir and renamed into place: never a half-written directory.
   tmp = f'{out_dir.rstrip(os.sep)}.tmp{os.getpid()}'
@@ -426,6 +528,9 @@ def main() -> None:
       f' as {EXPERIMENT}); the HF config sets the architecture.')
   dtype = flags.DEFINE_string('dtype', None, 'import: compute dtype (model.dtype), e.g.'
                               f' bfloat16; default: {IMPORT_DTYPE}.')
+  vocab_multiple = flags.DEFINE_integer(
+      'vocab_multiple', None, 'import: pad the vocabulary to a multiple of this (every model'
+      ' axis size must divide it); default: the settings\' model.vocab_multiple, 128.')
   step = flags.DEFINE_integer('step', None,
                               'export: checkpoint step (default: the newest readable).')
 
@@ -434,9 +539,10 @@ def main() -> None:
       if not hf_dir.value or not workdir.value:
         raise ConfigError('import needs --hf_dir=DIR and --workdir=RUN')
       c = jaxlm.import_hf(hf_dir.value, workdir.value, dtype=dtype.value,
-                          experiment=experiment.value)
+                          experiment=experiment.value, vocab_multiple=vocab_multiple.value)
+      m = c.model
       return (f'imported {hf_dir.value} -> {workdir.value}: checkpoint at step 0,'
-              f' {c.model.num_layers} layers, vocab {c.model.vocab_size}')
+              f' {m.num_layers} layers, vocab {m.real_vocab} (padded to {m.vocab_size})')
     if not workdir.value or not out_dir.value:
       raise ConfigError('export needs --workdir=RUN and --out_dir=DIR')
     jaxlm.export_hf(workdir.value, out_dir.value, step=step.value)

@@ -14,8 +14,9 @@ llama3 frequencies) are jaxlm's rmsnorm, swiglu and rope options.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -269,42 +270,55 @@ def is_buffer(name: str) -> bool:
   return bool(_BUFFER.search(name))
 
 
-def params_from_hf(t: dict[str, np.ndarray], m: ModelConfig, family: str) -> dict:
-  """jaxlm params (canonical layer order) from checked HF tensors (prefix stripped)."""
-  N = m.num_layers
+def top_params_from_hf(t: Mapping[str, np.ndarray], m: ModelConfig, family: str) -> dict:
+  """The params outside the layers (embeddings, final norm, output layer)."""
+  return (_gpt2_top if family == 'gpt2' else _llama_top)(t, m)
+
+
+def block_params_from_hf(t: Mapping[str, np.ndarray], m: ModelConfig, family: str,
+                         layers: Sequence[int]) -> dict:
+  """params['stack']['blocks'] of the given layers only: each leaf [len(layers), ...]."""
   prefix = 'h' if family == 'gpt2' else 'layers'
 
   def stacked(name, f: Callable = lambda x: x):  # [N, ...]
-    return np.stack([f(t[f'{prefix}.{i}.{name}']) for i in range(N)])
+    return np.stack([f(t[f'{prefix}.{i}.{name}']) for i in layers])
 
-  return (_gpt2_params if family == 'gpt2' else _llama_params)(t, m, stacked)
+  blocks = _gpt2_blocks if family == 'gpt2' else _llama_blocks
+  return blocks(dataclasses.replace(m, num_layers=len(layers)), stacked)
 
 
-def _gpt2_params(t, m: ModelConfig, stacked) -> dict:
+def _gpt2_top(t, m: ModelConfig) -> dict:
+  return {'wte': t['wte.weight'], 'wpe': t['wpe.weight'],
+          'ln_final': {'scale': t['ln_f.weight'], 'bias': t['ln_f.bias']}}
+
+
+def _gpt2_blocks(m: ModelConfig, stacked) -> dict:
   N, D, H, K = m.num_layers, m.d_model, m.num_heads, m.head_dim
   qkv_NDCHK = stacked('attn.c_attn.weight').reshape(N, D, 3, H, K)
   return {
-      'wte': t['wte.weight'],
-      'wpe': t['wpe.weight'],
-      'stack': {'blocks': {
-          'ln_attn': {'scale': stacked('ln_1.weight'), 'bias': stacked('ln_1.bias')},
-          'attn': {
-              'qkv': qkv_NDCHK.transpose(0, 2, 1, 3, 4),
-              'qkv_bias': stacked('attn.c_attn.bias').reshape(N, 3, H, K),
-              'out': stacked('attn.c_proj.weight').reshape(N, H, K, D),
-              'out_bias': stacked('attn.c_proj.bias'),
-          },
-          'ln_mlp': {'scale': stacked('ln_2.weight'), 'bias': stacked('ln_2.bias')},
-          'mlp': {
-              'up': stacked('mlp.c_fc.weight'), 'up_bias': stacked('mlp.c_fc.bias'),
-              'down': stacked('mlp.c_proj.weight'), 'down_bias': stacked('mlp.c_proj.bias'),
-          },
-      }},
-      'ln_final': {'scale': t['ln_f.weight'], 'bias': t['ln_f.bias']},
+      'ln_attn': {'scale': stacked('ln_1.weight'), 'bias': stacked('ln_1.bias')},
+      'attn': {
+          'qkv': qkv_NDCHK.transpose(0, 2, 1, 3, 4),
+          'qkv_bias': stacked('attn.c_attn.bias').reshape(N, 3, H, K),
+          'out': stacked('attn.c_proj.weight').reshape(N, H, K, D),
+          'out_bias': stacked('attn.c_proj.bias'),
+      },
+      'ln_mlp': {'scale': stacked('ln_2.weight'), 'bias': stacked('ln_2.bias')},
+      'mlp': {
+          'up': stacked('mlp.c_fc.weight'), 'up_bias': stacked('mlp.c_fc.bias'),
+          'down': stacked('mlp.c_proj.weight'), 'down_bias': stacked('mlp.c_proj.bias'),
+      },
   }
 
 
-def _llama_params(t, m: ModelConfig, stacked) -> dict:
+def _llama_top(t, m: ModelConfig) -> dict:
+  top = {'wte': t['embed_tokens.weight'], 'ln_final': {'scale': t['norm.weight']}}
+  if not m.tie_embeddings:
+    top['lm_head'] = t['lm_head.weight'].T
+  return top
+
+
+def _llama_blocks(m: ModelConfig, stacked) -> dict:
   N, D, H, G, K = m.num_layers, m.d_model, m.num_heads, m.kv_heads, m.head_dim
   # nn.Linear [out, in] -> jaxlm [in, out], the output split into heads.
   q_NDHK = stacked('self_attn.q_proj.weight', np.transpose).reshape(N, D, H, K)
@@ -322,21 +336,14 @@ def _llama_params(t, m: ModelConfig, stacked) -> dict:
       attn['qkv_bias'] = np.stack([q_NHK, k_NGK, v_NGK], axis=1)
     else:
       attn['q_bias'], attn['kv_bias'] = q_NHK, np.stack([k_NGK, v_NGK], axis=1)
-  params = {
-      'wte': t['embed_tokens.weight'],
-      'stack': {'blocks': {
-          'ln_attn': {'scale': stacked('input_layernorm.weight')},
-          'attn': attn,
-          'ln_mlp': {'scale': stacked('post_attention_layernorm.weight')},
-          'mlp': {'gate': stacked('mlp.gate_proj.weight', np.transpose),
-                  'up': stacked('mlp.up_proj.weight', np.transpose),
-                  'down': stacked('mlp.down_proj.weight', np.transpose)},
-      }},
-      'ln_final': {'scale': t['norm.weight']},
+  return {
+      'ln_attn': {'scale': stacked('input_layernorm.weight')},
+      'attn': attn,
+      'ln_mlp': {'scale': stacked('post_attention_layernorm.weight')},
+      'mlp': {'gate': stacked('mlp.gate_proj.weight', np.transpose),
+              'up': stacked('mlp.up_proj.weight', np.transpose),
+              'down': stacked('mlp.down_proj.weight', np.transpose)},
   }
-  if not m.tie_embeddings:
-    params['lm_head'] = t['lm_head.weight'].T
-  return params
 
 
 def hf_from_params(p: dict, m: ModelConfig, family: str) -> dict[str, np.ndarray]:

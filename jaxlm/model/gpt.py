@@ -414,7 +414,7 @@ class GPT(nn.Module):
       w_DV = wte.T
     else:
       w_DV = _param(self, 'lm_head', _INIT, (D, V), ('embed', 'vocab'))
-    logits_BLV = _logits(x_BLD, w_DV, dt)
+    logits_BLV = _logits(x_BLD, w_DV, dt, cfg.real_vocab)
     return logits_BLV if cache is None else (logits_BLV, cache)
 
   def head(self, x_BLD):
@@ -425,11 +425,19 @@ class GPT(nn.Module):
     """
     params = nn.meta.unbox(self.variables['params'])
     w_DV = params['wte'].T if self.cfg.tie_embeddings else params['lm_head']
-    return _logits(x_BLD, w_DV, jnp.dtype(self.cfg.dtype))
+    return _logits(x_BLD, w_DV, jnp.dtype(self.cfg.dtype), self.cfg.real_vocab)
 
 
-def _logits(x_BLD, w_DV, dt):
+def _logits(x_BLD, w_DV, dt, real_vocab: int):
+  """Logits [B, L, V]; columns from real_vocab on (padding rows) the dtype's lowest value.
+
+  A masked column adds exp(lowest - max) = 0 to the softmax: padding changes
+  neither the loss nor what sampling picks, and a product with 0 stays finite.
+  """
   logits_BLV = jnp.einsum('BLD,DV->BLV', x_BLD, w_DV.astype(dt))
+  if real_vocab < logits_BLV.shape[-1]:
+    real_V = jnp.arange(logits_BLV.shape[-1]) < real_vocab
+    logits_BLV = jnp.where(real_V, logits_BLV, jnp.finfo(logits_BLV.dtype).min)
   return constrain(logits_BLV, ('batch', 'length', 'act_vocab'))
 
 

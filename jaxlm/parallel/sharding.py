@@ -111,6 +111,11 @@ def check_layout(c: Config, mesh: Mesh) -> None:
       raise ConfigError(
           f'{name}={size} is not divisible by parallel.model={model};'
           ' pick a model axis size that divides it')
+  if c.model.vocab_size and c.model.vocab_size % model and c.model.real_vocab_size:
+    raise ConfigError(
+        f'model.vocab_size={c.model.vocab_size} (an import, padded) is not divisible by'
+        f' parallel.model={model}; import it again with --vocab_multiple={model} (or a'
+        ' multiple of it)')
   if c.model.vocab_size and c.model.vocab_size % model:
     raise ConfigError(
         f'model.vocab_size={c.model.vocab_size} is not divisible by parallel.model={model};'

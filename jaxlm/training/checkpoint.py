@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxlm import rundir
+from jaxlm import config as config_lib
 from jaxlm.config import EXECUTION_ONLY, ConfigError
 from jaxlm.training.metrics import log
 
@@ -163,11 +164,14 @@ class Checkpointer:
     except Exception:  # noqa: BLE001  unreadable: restore_latest deals with it
       return
     for section in ('model',):
+      # A setting newer than the checkpoint's run folder has its default there.
+      defaults = config_lib.defaults(config_lib.ModelConfig)
       for key, value in config[section].items():
-        if key not in EXECUTION_ONLY and saved[section].get(key) != value:
+        there = saved[section].get(key, defaults.get(key))
+        if key not in EXECUTION_ONLY and there != value:
           raise ConfigError(
               f'{self.directory} holds a checkpoint (step {step}) of a different model:'
-              f' {section}.{key}={saved[section].get(key)!r} there, {value!r} now;'
+              f' {section}.{key}={there!r} there, {value!r} now;'
               ' use a new --workdir or the original setting')
     if saved['data']['tokenizer'] != config['data']['tokenizer']:
       raise ConfigError(

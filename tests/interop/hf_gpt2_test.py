@@ -73,8 +73,13 @@ def _float32(c):
 
 def test_imported_logits_match_transformers(hf, run):
   c, params = hf_interop.read_run_params(run)
-  assert (c.model.vocab_size, c.model.max_len, c.model.d_ff) == (101, 32, 80)
+  # 101 padded to gpt2_settings()'s multiple of 128, the padding masked.
+  m = c.model
+  assert (m.vocab_size, m.real_vocab_size, m.max_len, m.d_ff) == (128, 101, 32, 80)
+  assert not params['wte'][101:].any()
   ours_BLV = np.asarray(_float32(c).apply({'params': params}, TOKENS_BL))
+  assert (ours_BLV[..., 101:] == np.finfo(np.float32).min).all()
+  ours_BLV = ours_BLV[..., :101]
   diff = np.abs(ours_BLV - hf.logits_BLV).max()
   print(f'max |logit diff| jaxlm vs transformers: {diff:.3g}')
   assert np.abs(hf.logits_BLV).max() > 0.5  # logits that can tell a wrong mapping apart
@@ -96,7 +101,8 @@ def test_jaxlm_main_can_resume_the_import(run):
   # What `python -m jaxlm.main --config=experiments/gpt2_124m.py --workdir=RUN
   # --config.model.num_layers=2 ...` does before its first step, on all 8 devices.
   overrides = {'model.num_layers': 2, 'model.num_heads': 4, 'model.d_model': 64,
-               'model.d_ff': 80, 'model.max_len': 32, 'model.vocab_size': 101,
+               'model.d_ff': 80, 'model.max_len': 32, 'model.vocab_size': 128,
+               'model.real_vocab_size': 101,
                'data.seq_len': 32}
   c = config_lib.from_configdict(load_configdict(testdata.REPO / hf_interop.EXPERIMENT, overrides))
   ckpt = Checkpointer(run, keep=c.train.keep_checkpoints, every=c.train.checkpoint_every)
