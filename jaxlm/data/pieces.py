@@ -78,9 +78,15 @@ def source_parts(cfg: DataConfig, hashes: bool = True, splits: tuple[str, ...] =
   """
   splits = splits or (cfg.train_split, cfg.eval_split)
   if cfg.source is DataSource.TFDS:
-    builder = sources.prepared_tfds_builder(cfg)
-    info = {s: _tfds_split_info(builder, cfg, s) for s in splits}
-    return {'source': 'tfds', 'dataset': cfg.dataset, 'version': str(builder.version),
+    prepared = sources.prepared_tfds_info(cfg)  # without TensorFlow, where it can
+    if prepared and all(s in prepared['splits'] for s in splits):
+      version = prepared['version']
+      info = {s: {'split': s, **prepared['splits'][s]} for s in splits}
+    else:
+      builder = sources.prepared_tfds_builder(cfg)
+      version = str(builder.version)
+      info = {s: _tfds_split_info(builder, cfg, s) for s in splits}
+    return {'source': 'tfds', 'dataset': cfg.dataset, 'version': version,
             'text_key': cfg.text_key, 'splits': info}
   files = {}
   for split in splits:

@@ -89,3 +89,25 @@ def test_the_probe_tells_an_answering_server_from_a_closed_port(monkeypatch):
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   assert sources._unreachable(f'http://127.0.0.1:{port}/f.zip') == 'ConnectionError'
+
+
+def test_a_prepared_tfds_dataset_is_described_without_tensorflow(monkeypatch):
+  # A run's fingerprint of a prepared TFDS dataset comes from its dataset_info.json:
+  # the same parts TFDS itself reports, and TensorFlow is not imported (about 8 s and
+  # 600 MB a run when its tokens are already prepared).
+  import subprocess
+  import sys
+  from jaxlm.data import pieces
+  cfg = data_config()
+  sources.prepared_tfds_builder(cfg)  # the session's copy, prepared
+  fast = pieces.source_parts(cfg)
+  monkeypatch.setattr(sources, 'prepared_tfds_info', lambda cfg: None)
+  assert pieces.source_parts(cfg) == fast
+  assert pieces.source_parts(data_config(train_split='train[:50%]')) != fast  # TFDS's slicing
+  code = ('import sys; from jaxlm.data import pieces; from tests.testdata import data_config;'
+          f' cfg = data_config(tfds_data_dir={cfg.tfds_data_dir!r});'
+          f' assert pieces.source_parts(cfg) == {fast!r};'
+          " assert 'tensorflow' not in sys.modules, 'imported'")
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          check=False, env={**os.environ, 'PYTHONPATH': os.getcwd()})
+  assert result.returncode == 0, result.stderr[-2000:]
