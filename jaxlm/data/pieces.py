@@ -216,6 +216,23 @@ def _lines(piece: Piece) -> Iterator[tuple[int, str]]:
       at += len(raw)
 
 
+def line_block(piece: Piece) -> bytes:
+  """The bytes of the lines `_lines` gives, newlines included: those starting in [start, end)."""
+  with open(piece.path, 'rb') as f:
+    at = piece.start
+    if at:
+      f.seek(at - 1)
+      if f.read(1) != b'\n':  # inside a line: it belongs to the piece before
+        at += len(f.readline())
+    if at >= piece.end:
+      return b''
+    f.seek(at)
+    raw = f.read(piece.end - at)
+    if not raw.endswith(b'\n'):
+      raw += f.readline()  # the rest of the line that starts before end
+  return raw
+
+
 def _json_text(cfg: DataConfig, path: str, offset: int, line: str) -> str:
   try:
     row = json.loads(line)

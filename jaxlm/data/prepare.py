@@ -35,6 +35,7 @@ from etils import epath
 
 from jaxlm import rundir
 from jaxlm.config import ConfigError, DataConfig, TokenizerKind
+from jaxlm.data import byte_pieces
 from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import pieces as pieces_lib
 from jaxlm.data import tokenizer_files
@@ -258,15 +259,20 @@ def _prepare_piece(cfg: DataConfig, out: str, piece: pieces_lib.Piece, dtype: st
          else tok.encode('\n').astype(np.int64))
   writer = _ShardWriter(root, piece, np.dtype(dtype), shard_tokens)
   try:
-    batch, size = [], 0
-    for doc in pieces_lib.piece_documents(cfg, piece):
-      batch.append(doc)
-      size += len(doc)
-      if size >= BATCH_BYTES:
+    fast = (byte_pieces.tokens(cfg, piece) if tok.kind is TokenizerKind.BYTE
+            and sep.tolist() == [byte_pieces.NEWLINE] else None)
+    if fast is not None:
+      writer.add_flat(*fast)
+    else:
+      batch, size = [], 0
+      for doc in pieces_lib.piece_documents(cfg, piece):
+        batch.append(doc)
+        size += len(doc)
+        if size >= BATCH_BYTES:
+          writer.add(tok.encode_batch(batch), sep)
+          batch, size = [], 0
+      if batch:
         writer.add(tok.encode_batch(batch), sep)
-        batch, size = [], 0
-    if batch:
-      writer.add(tok.encode_batch(batch), sep)
     shards = writer.close()
   except OSError as e:
     writer.abandon()
@@ -304,27 +310,33 @@ class _ShardWriter:
     self._tokens = 0
 
   def add(self, encoded: list[np.ndarray], sep: np.ndarray) -> None:
-    """Appends documents (each then `sep`), as many a write as the shard has room for."""
-    lengths = np.fromiter((len(ids) for ids in encoded), np.int64, len(encoded)) + len(sep)
+    """Appends documents (each then `sep`)."""
+    if encoded:
+      lengths = np.fromiter((len(ids) for ids in encoded), np.int64, len(encoded)) + len(sep)
+      self.add_flat(np.concatenate([x for ids in encoded for x in (ids, sep)]), lengths)
+
+  def add_flat(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+    """Appends documents given end to end (their lengths summing to len(flat)),
+    as many a write as the shard has room for."""
     if lengths.size and lengths.max() > self.limit:
       where = (f'{self.piece.path} (bytes {self.piece.start}..{self.piece.end})'
                if self.piece.end else self.piece.path)
       raise ConfigError(f'a document of {where} has {lengths.max():,} tokens, more than a'
                         f' shard holds (--shard_tokens={self.limit:,}); raise --shard_tokens'
                         ' or split the document (data.file_format=lines)')
-    i = 0
-    while i < len(encoded):
+    i, at = 0, 0  # documents and tokens of `flat` written
+    while i < len(lengths):
       ends = np.cumsum(lengths[i:])
       k = int(np.searchsorted(ends, self.limit - self._tokens, side='right'))
       if k == 0:  # the next document starts a new shard
         self._close_shard()
         self._open()
         continue
-      flat = np.concatenate([x for ids in encoded[i:i + k] for x in (ids, sep)])
-      self._file.write(flat.astype(self.dtype).tobytes())
+      n = int(ends[k - 1])
+      self._file.write(flat[at:at + n].astype(self.dtype).tobytes())
       self._ends.extend((self._tokens + ends[:k]).tolist())
-      self._tokens += int(ends[k - 1])
-      i += k
+      self._tokens += n
+      i, at = i + k, at + n
 
   def _close_shard(self) -> None:
     self._file.close()

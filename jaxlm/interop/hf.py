@@ -499,9 +499,9 @@ def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
       json.dump(generation_config(config, source.get('generation_config')), f, indent=2)
     if rundir.has_tokenizer(workdir):
       spec, model_file = rundir.read_tokenizer(workdir)
-      if spec.get('kind') == 'huggingface' and model_file:
+      if spec.get('kind') in ('huggingface', 'bpe') and model_file:
         with open(os.path.join(tmp, TOKENIZER_FILE), 'wb') as f:
-          f.write(model_file)  # the imported tokenizer.json, byte for byte
+          f.write(model_file)  # the imported or trained tokenizer.json, byte for byte
     # transformers refuses safetensors files without format metadata.
     st.numpy.save_file(tensors, os.path.join(tmp, WEIGHTS_FILE), metadata={'format': 'pt'})
     os.rename(tmp, out_dir)  # also takes the place of an empty out_dir

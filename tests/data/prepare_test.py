@@ -67,6 +67,49 @@ def test_prepared_stream_is_the_in_memory_stream(tmp_path, monkeypatch, file_for
     assert len(manifest['splits'][cfg.train_split]['shards']) > 3
 
 
+def test_byte_pieces_are_the_line_by_line_tokens(tmp_path, monkeypatch):
+  # The byte tokenizer's vectorized path (jaxlm/data/byte_pieces.py) writes the bytes the
+  # line-by-line path writes, and gives way to it wherever they could differ.
+  from jaxlm.data import byte_pieces
+  from jaxlm.data import pieces as pieces_lib
+  lines = tiny_shakespeare_text().splitlines()[:600]
+  clean = tmp_path / 'clean'
+  clean.mkdir()
+  odd = ['caf\u00e9 \\n "quoted" \t tab', '中文 and 😀 as UTF-8']
+  rows = [{'text': f'{line} é{i}', 'n': i, 'tags': ['a'] * (i % 3)} for i, line in
+          enumerate(lines)]
+  (clean / 'a.jsonl').write_text('\n'.join(json.dumps(r, ensure_ascii=i % 2 == 0)
+                                           for i, r in enumerate(rows)) + '\n' +
+                                 '\n'.join(json.dumps({'text': t}) for t in odd))  # no last \n
+  (clean / 'b.jsonl').write_text(json.dumps({'text': 'emoji escaped: 😀'}) + '\n')  # \ud83d
+  (clean / 'c.jsonl').write_text('{"text": "one"}\n\n{"text": "after an empty line"}\n')
+  (clean / 'd.jsonl').write_text('{"text": "a"}\n{"text": 7}\n')  # not a string: one line
+  (clean / 'e.jsonl').write_bytes(b'windows\r\nline ends\r\n')  # lines: stripped
+  monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', 5_000)
+  for fmt, glob in (('jsonl', 'ab'), ('lines', 'abce')):
+    cfg = files_config(str(clean / f'[{glob}].jsonl'), file_format=FileFormat(fmt),
+                       tokenizer=TokenizerKind.BYTE)
+    parts = pieces_lib.source_parts(cfg)
+    pieces = [p for split in (cfg.train_split, cfg.eval_split)
+              for p in pieces_lib.split_pieces(cfg, split, parts)]
+    fast = [byte_pieces.tokens(cfg, p) is not None for p in pieces]
+    assert sum(fast) >= 5 and not all(fast), fast  # taken, and given way (b, c)
+    out = {}
+    for name, patch in (('fast', False), ('slow', True)):
+      if patch:
+        monkeypatch.setattr(byte_pieces, 'tokens', lambda cfg, piece: None)
+      prepare_lib.prepare(cfg, str(tmp_path / f'{fmt}_{name}'), workers=1, log=lambda m: None)
+      out[name] = {k: v for k, v in _files(tmp_path / f'{fmt}_{name}').items()
+                   if k.endswith(('.bin', '.idx'))}
+    monkeypatch.undo()
+    monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', 5_000)
+    assert out['fast'] and out['fast'] == out['slow'], fmt
+  cfg = files_config(str(clean / 'd.jsonl'), file_format=FileFormat.JSONL,
+                     tokenizer=TokenizerKind.BYTE)
+  with pytest.raises(ConfigError, match=r'd\.jsonl: the line at byte 14 has no text field'):
+    prepare_lib.prepare(cfg, str(tmp_path / 'bad'), workers=1, log=lambda m: None)
+
+
 def test_tfds_source_prepares_the_bundled_corpus(tmp_path):
   cfg = data_config()
   manifest = prepare_lib.prepare(cfg, str(tmp_path / 'ds'), log=lambda m: None)

@@ -468,6 +468,7 @@ def test_training_with_bpe_end_to_end(tmp_path):
   import jaxlm
   from tests.configs import tiny_config
   c = tiny_config(data__tokenizer='bpe', data__vocab_size=512, model__vocab_size=0,
+                  model__use_bias=True,  # GPT-2's blocks: the run exports
                   data__manual_dir=testdata.shakespeare_dir(),
                   data__tfds_data_dir=testdata.tfds_data_dir(), train__steps=3,
                   train__eval_every=3, train__eval_steps=1, train__checkpoint_every=3,
@@ -480,3 +481,10 @@ def test_training_with_bpe_end_to_end(tmp_path):
   assert len(ids) == 5 and max(ids) < 512
   text = tokenizers.continue_text(model.tokenizer, 'ROMEO:', model.encode(['ROMEO:'])[0], ids)
   assert text.startswith('ROMEO:') and len(text) > len('ROMEO:')
+  # Exported, the tokenizer.json comes along: transformers reads the same ids.
+  import transformers
+  jaxlm.export_hf(str(tmp_path / 'run'), str(tmp_path / 'hf'))
+  hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / 'hf' /
+                                                                   'tokenizer.json'))
+  sample = 'ROMEO: What, ho! Is it thou, 2026?'
+  assert hf_tok.encode(sample) == model.tokenizer.encode(sample).tolist()
