@@ -2,15 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
 from jaxlm import plot
-from tests import testdata
+from tests import forked, testdata
 
 REPO = str(testdata.REPO)
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -133,8 +131,8 @@ def test_unusable_run_folders_are_one_line_errors(tmp_path, capsys, make, match)
 def test_command_line(tmp_path):
   good = _write(tmp_path / 'good', _curve(10, 50, 10, 3.0, 0.9) + [{'step': 50, 'eval_loss': 2.1}])
   out = tmp_path / 'loss.png'
-  cmd = [sys.executable, '-m', 'jaxlm.plot', good, f'--out={out}', '--title=tiny']
-  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+  result = forked.run_module(['jaxlm.plot', good, f'--out={out}', '--title=tiny'], REPO,
+                              timeout=120)
   assert result.returncode == 0, result.stderr
   assert result.stdout.splitlines() == [
       f'{good}: train loss 1.7715 at step 50, eval loss 2.1000 at step 50',
@@ -143,8 +141,8 @@ def test_command_line(tmp_path):
 
   missing = str(tmp_path / 'missing')
   os.makedirs(missing)
-  result = subprocess.run(cmd[:3] + [missing, f'--out={tmp_path / "x.png"}'], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+  result = forked.run_module(['jaxlm.plot', missing, f'--out={tmp_path / "x.png"}'], REPO,
+                             timeout=120)
   assert result.returncode == 1
   assert result.stderr.splitlines() == [
       f'error: {missing} holds no metrics.jsonl; pass the folder of a training run,'

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 import jaxlm  # noqa: E402
 from jaxlm.config import ConfigError  # noqa: E402
 from jaxlm.inference import lm_eval as adapter  # noqa: E402
-from tests import configs, testdata  # noqa: E402
+from tests import configs, forked, testdata  # noqa: E402
 from tests.interop.hf_llama_test import COMMON, FAMILIES  # noqa: E402
 
 TASKS_DIR = testdata.ASSETS / 'lm_eval'  # relative data_files: the harness runs from REPO
@@ -229,11 +229,9 @@ def trained(tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_the_command_prints_the_table_and_writes_the_json(trained):
-  out = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.lm_eval', f'--workdir={trained}',
-       '--tasks=jaxlm_mc,jaxlm_text', '--include_path=tests/assets/lm_eval', '--limit=6'],
-      cwd=testdata.REPO, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, PYTHONPATH=str(testdata.REPO)))
+  out = forked.run_module(
+      ['jaxlm.lm_eval', f'--workdir={trained}', '--tasks=jaxlm_mc,jaxlm_text',
+       '--include_path=tests/assets/lm_eval', '--limit=6'], testdata.REPO, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'Traceback' not in out.stderr
   lines = out.stdout.splitlines()

@@ -17,7 +17,7 @@ from jaxlm import config as config_lib
 from jaxlm.experiments import load_configdict
 from jaxlm.data import prepare as prepare_lib
 from jaxlm.training import loop
-from tests import testdata
+from tests import forked, testdata
 
 REPO = testdata.REPO
 TINY = ['--config.model.num_layers=1', '--config.model.num_heads=2', '--config.model.d_model=16',
@@ -311,8 +311,7 @@ ROWS = [
 
 
 def _run(module_args, cwd, timeout=300):
-  return subprocess.run([sys.executable, '-m', *module_args], cwd=cwd, capture_output=True,
-                        text=True, timeout=timeout)
+  return forked.run_module(module_args, cwd, timeout=timeout)  # `python -m`, imports warm
 
 
 @pytest.mark.parametrize('name, argv, code, pattern', ROWS, ids=[r[0] for r in ROWS])

@@ -3,8 +3,6 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +16,7 @@ from jaxlm.training import steps as steps_lib
 from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.config import ConfigError
 from jaxlm.data.tokenizers import CharTokenizer
-from tests import testdata
+from tests import forked, testdata
 from tests.configs import tiny_config
 
 REPO = str(testdata.REPO)
@@ -52,8 +50,7 @@ def run_dir(tmp_path_factory):
 
 
 def _cli(module, *args):
-  out = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, capture_output=True,
-                       text=True, timeout=300)
+  out = forked.run_module([module, *args], REPO)  # `python -m`, its imports warm
   return out.returncode, out.stdout, out.stderr
 
 

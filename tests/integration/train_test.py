@@ -10,7 +10,7 @@ import pytest
 
 from jaxlm.training import loop as train
 from jaxlm.config import ConfigError
-from tests import testdata
+from tests import forked, testdata
 from tests.configs import tiny_config
 
 REPO = str(testdata.REPO)
@@ -109,9 +109,9 @@ def test_bad_input_stops_before_any_work(tmp_path, shakespeare_dir, tfds_dir, ov
 
 
 def test_main_prints_one_line_errors(tmp_path):
-  cmd = [sys.executable, '-m', 'jaxlm.main', '--config=experiments/gpt_small.py',
-         f'--workdir={tmp_path}', '--config.model.num_heads=3']
-  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  cmd = ['jaxlm.main', '--config=experiments/gpt_small.py', f'--workdir={tmp_path}',
+         '--config.model.num_heads=3']
+  out = forked.run_module(cmd, REPO)
   assert out.returncode == 1
   lines = [x for x in out.stderr.splitlines() if x.startswith('error:')]
   assert lines == ['error: model.num_heads=3 does not divide model.d_model=128;'

@@ -7,8 +7,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -26,7 +24,7 @@ from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.config import ConfigError
 from jaxlm.experiments import load_configdict
 from jaxlm.model.gpt import GPT
-from tests import testdata
+from tests import forked, testdata
 
 # Sizes that differ from each other, so a transposed or misread tensor cannot
 # pass: V 101 (odd, unpadded), T 32, D 64, F 80, H 4, K 16.
@@ -136,9 +134,8 @@ def test_import_settings_are_the_gpt2_124m_experiment():
 
 def test_export_round_trips_exactly(hf, run, tmp_path):
   out = str(tmp_path / 'exported')
-  result = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.hf', 'export', f'--workdir={run}', f'--out_dir={out}'],
-      capture_output=True, text=True, check=False)
+  result = forked.run_module(['jaxlm.hf', 'export', f'--workdir={run}', f'--out_dir={out}'],
+                              os.getcwd())
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith('exported ')
   assert sorted(os.listdir(out)) == ['config.json', 'generation_config.json',
@@ -222,9 +219,8 @@ def test_never_overwrites(hf, run, tmp_path):
 
 
 def test_cli_prints_one_line_error(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.hf', 'import', f'--hf_dir={tmp_path}/nowhere',
-       f'--workdir={tmp_path}/run'], capture_output=True, text=True, check=False)
+  result = forked.run_module(['jaxlm.hf', 'import', f'--hf_dir={tmp_path}/nowhere',
+                               f'--workdir={tmp_path}/run'], os.getcwd())
   assert result.returncode == 1
   assert result.stderr.startswith('error: --hf_dir=')
   assert result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr

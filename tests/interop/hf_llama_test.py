@@ -20,6 +20,7 @@ from safetensors.numpy import load_file, save_file
 
 import jaxlm
 from jaxlm.config import ConfigError
+from tests import forked
 
 COMMON = dict(vocab_size=101, hidden_size=64, intermediate_size=80, num_hidden_layers=3,
               num_attention_heads=4, head_dim=16, max_position_embeddings=64,
@@ -202,14 +203,11 @@ def test_export_round_trips_exactly(hf, run, tmp_path):
 
 def test_sample_and_evaluate_verbs_run_on_an_import(hf, run, tmp_path):
   """The command lines on an import: Llama's tokenizer.json came along, Qwen2 has none."""
-  import subprocess
-  import sys
   model = jaxlm.load(run)
   if hf.family == 'qwen2':  # no tokenizer: --tokens, ids in and ids out
     assert model.tokenizer is None
-    result = subprocess.run(
-        [sys.executable, '-m', 'jaxlm.sample', f'--workdir={run}', '--tokens=5,7,11',
-         '--max_new_tokens=4', '--temperature=0'], capture_output=True, text=True, check=False)
+    result = forked.run_module(['jaxlm.sample', f'--workdir={run}', '--tokens=5,7,11',
+                                '--max_new_tokens=4', '--temperature=0'], os.getcwd())
     assert result.returncode == 0, result.stderr
     greedy = model.generate([[5, 7, 11]], 4, temperature=0.0)[0]
     assert result.stdout.split() == [str(t) for t in greedy]
@@ -223,9 +221,8 @@ def test_sample_and_evaluate_verbs_run_on_an_import(hf, run, tmp_path):
   assert ids == hf_tok.encode(text, add_special_tokens=False)
   # --prompt: text in, the prompt and its greedy continuation out.
   prompt = 'w4 w8 w15'
-  result = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.sample', f'--workdir={run}', f'--prompt={prompt}',
-       '--max_new_tokens=5', '--temperature=0'], capture_output=True, text=True, check=False)
+  result = forked.run_module(['jaxlm.sample', f'--workdir={run}', f'--prompt={prompt}',
+                              '--max_new_tokens=5', '--temperature=0'], os.getcwd())
   assert result.returncode == 0, result.stderr
   new = model.generate([prompt], 5, temperature=0.0)[0]
   cut = new[:new.index(2)] if 2 in new else new  # text stops at the EOS id
@@ -233,9 +230,8 @@ def test_sample_and_evaluate_verbs_run_on_an_import(hf, run, tmp_path):
   # evaluate --text_files: the loss transformers gives the same windows.
   doc = tmp_path / 'doc.txt'
   doc.write_text(' '.join(WORDS[i] for i in np.random.default_rng(1).integers(0, 100, 150)))
-  result = subprocess.run(
-      [sys.executable, '-m', 'jaxlm.evaluate', f'--workdir={run}', f'--text_files={doc}'],
-      capture_output=True, text=True, check=False)
+  result = forked.run_module(['jaxlm.evaluate', f'--workdir={run}', f'--text_files={doc}'],
+                              os.getcwd())
   assert result.returncode == 0, result.stderr
   loss = float(result.stdout.split('loss ')[1].split()[0])
   stream = hf_tok.encode(doc.read_text(), add_special_tokens=False) + [2]  # + EOS

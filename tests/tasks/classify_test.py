@@ -3,8 +3,6 @@
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +21,7 @@ from jaxlm import config as config_lib
 from jaxlm.training import steps as steps_lib
 from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.config import ConfigError, ModelConfig, TokenizerKind
-from tests import testdata
+from tests import forked, testdata
 from tests.configs import tiny_config
 
 REPO = testdata.REPO
@@ -334,10 +332,10 @@ def test_bad_settings_are_one_line_errors(overrides, match):
 
 
 def test_finetune_cli_prints_one_line_errors(tmp_path):
-  cmd = [sys.executable, '-m', 'jaxlm.finetune', f'--config={AGNEWS_FILE}:csv',
+  cmd = ['jaxlm.finetune', f'--config={AGNEWS_FILE}:csv',
          f'--workdir={tmp_path / "run"}', '--config.data.train_files=/no/such.csv',
          '--config.data.eval_files=/no/test.csv']
-  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  out = forked.run_module(cmd, REPO)
   assert out.returncode == 1
   lines = [line for line in out.stderr.splitlines() if line.startswith('error:')]
   assert len(lines) == 1 and lines[0].startswith('error: /no/such.csv: no such file')
