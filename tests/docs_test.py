@@ -42,6 +42,7 @@ from ml_collections import config_flags
 
 from jaxlm import config as config_lib
 from jaxlm.__main__ import VERBS
+from tests import forked
 
 # ml_collections loads experiment files with importlib's old load_module().
 pytestmark = pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
@@ -462,11 +463,12 @@ ERROR_EXAMPLES = [c for c in ALL_COMMANDS if c.errors]
 @pytest.mark.parametrize('c', ERROR_EXAMPLES, ids=_id)
 def test_documented_errors_are_what_the_command_prints(c: Command):
   """Each stops at the config check, before any work: seconds."""
-  run = ([sys.executable, c.module] if c.module.endswith('.py')
-         else [sys.executable, '-m', c.module])
-  env = dict(os.environ, JAX_PLATFORMS='cpu', **dict(e.split('=', 1) for e in c.env))
-  out = subprocess.run([*run, *c.args], cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env=env)
+  env = dict(os.environ, **dict(e.split('=', 1) for e in c.env))
+  if c.module.endswith('.py'):
+    out = subprocess.run([sys.executable, c.module, *c.args], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, env=env)
+  else:  # `python -m`, in a process forked from one with jax imported
+    out = forked.run_module([c.module, *c.args], REPO, timeout=120, env=env)
   assert out.returncode == 1, f'{c}: exit {out.returncode}\n{out.stdout[-2000:]}'
   errors = [line for line in out.stderr.splitlines() if line.startswith('error: ')]
   assert errors == c.errors, f'{c}\nstderr: {out.stderr[-2000:]}'
