@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from jaxlm.config import Config
 from jaxlm.training.steps import Objective
@@ -79,7 +78,3 @@ class Task:
   def finish(self, params, workdir: str, result: dict) -> None:
     """After the last step (process 0 writes files): a sample, a report."""
 
-
-def mean_of(outputs: list) -> float:
-  """The mean of per-batch scalars."""
-  return float(np.mean(np.asarray(outputs, np.float64)))

@@ -14,6 +14,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxlm import config as config_lib
 from jaxlm import rundir
@@ -25,7 +26,7 @@ from jaxlm.data import prepare as prepare_lib
 from jaxlm.data import tokenizers
 from jaxlm.inference import generate
 from jaxlm.model.gpt import GPT
-from jaxlm.tasks.base import Task, mean_of
+from jaxlm.tasks.base import Task
 from jaxlm.training import flops as flops_lib
 from jaxlm.training.metrics import log
 from jaxlm.training.steps import Objective
@@ -80,11 +81,29 @@ def eval_loss(model: GPT, params, batch) -> jax.Array:
   return next_token_loss(model, params, batch, None, False)[0]
 
 
+def eval_loss_and_weight(model: GPT, params, batch) -> jax.Array:
+  """[the batch's mean loss, its targets' weight]: eval weighs each target token alike.
+
+  Unpacked batches all weigh B x L; packed rows weigh what their documents fill.
+  """
+  if 'weights' not in batch:
+    return jnp.stack([eval_loss(model, params, batch), jnp.float32(batch['targets'].size)])
+  return jnp.stack([eval_loss(model, params, batch),
+                    jnp.sum(batch['weights'].astype(jnp.float32))])
+
+
+def weighted_mean(outputs: list) -> float:
+  """The per-token mean of eval_loss_and_weight's outputs over batches."""
+  loss_weight_N2 = np.asarray(outputs, np.float64).reshape(-1, 2)
+  total = loss_weight_N2[:, 1].sum()
+  return float((loss_weight_N2[:, 0] * loss_weight_N2[:, 1]).sum() / (total if total else 1.0))
+
+
 def lm_objective(c: Config, stack=None) -> Objective:
   """The GPT and its next-token loss."""
   model = GPT(c.model) if stack is None else GPT(c.model, stack=stack)
   example = (jax.ShapeDtypeStruct((1, c.data.seq_len), jnp.int32),)
-  return Objective(model, example, next_token_loss, eval_loss)
+  return Objective(model, example, next_token_loss, eval_loss_and_weight)
 
 
 class LanguageModelling(Task):
@@ -146,7 +165,7 @@ class LanguageModelling(Task):
                                  process_index=process_index, process_count=process_count)
 
   def eval_metrics(self, outputs):
-    loss = mean_of(outputs)
+    loss = weighted_mean(outputs)
     return {'eval_loss': loss, 'eval_perplexity': math.exp(loss)}
 
   def eval_line(self, m):

@@ -34,6 +34,29 @@ def test_weighted_cross_entropy_averages_only_weighted_targets():
   assert float(lm.weighted_cross_entropy(logits, targets, jnp.zeros((3, 5)))) == 0.0
 
 
+def test_packed_eval_weighs_every_target_token_alike():
+  # Two packed batches, one nearly empty: the eval loss is the mean over all their
+  # target tokens, not the mean of the two batch means.
+  from jaxlm.model.gpt import GPT
+  cfg = tiny_config().model
+  model = GPT(cfg)
+  tokens = jax.random.randint(jax.random.key(0), (2, 2, 16), 0, cfg.vocab_size)
+  params = model.init(jax.random.key(1), tokens[0])['params']
+  weights = jnp.zeros((2, 2, 16)).at[0].set(1.0).at[1, 0, :3].set(1.0)  # 32 and 3 targets
+  batches = [{'inputs': tokens[i], 'targets': tokens[i], 'weights': weights[i]}
+             for i in range(2)]
+  outputs = [lm.eval_loss_and_weight(model, params, b) for b in batches]
+  nll = jnp.concatenate([lm.token_cross_entropy(model.apply({'params': params}, b['inputs']),
+                                                b['targets'])[b['weights'] > 0]
+                         for b in batches])
+  np.testing.assert_allclose(lm.weighted_mean(outputs), float(nll.mean()), rtol=1e-6)
+  assert [float(o[1]) for o in outputs] == [32.0, 3.0]
+  assert abs(lm.weighted_mean(outputs) - np.mean([float(o[0]) for o in outputs])) > 1e-3
+  plain = [lm.eval_loss_and_weight(model, params, {'inputs': t, 'targets': t}) for t in tokens]
+  np.testing.assert_allclose(lm.weighted_mean(plain), np.mean([float(o[0]) for o in plain]),
+                             rtol=1e-6)  # unpacked batches weigh alike: the plain mean
+
+
 def test_a_packed_run_trains_on_whole_documents_from_the_prepared_dataset(tmp_path):
   """data.pack: rows of whole documents (their segments and positions) from the dataset's index."""
   from jaxlm.training import loop
