@@ -199,15 +199,21 @@ def _decode(raw: bytes, path: str, offset: int) -> str:
                       ' of the glob') from None
 
 
+def _first_line(f, piece: Piece) -> int:
+  """The offset of the first line that starts in [start, end) (or past it), f there."""
+  at = piece.start
+  if at:
+    f.seek(at - 1)
+    if f.read(1) != b'\n':  # inside a line: it belongs to the piece before
+      at += len(f.readline())
+  f.seek(at)
+  return at
+
+
 def _lines(piece: Piece) -> Iterator[tuple[int, str]]:
   """(byte offset, line without its newline) of each line that starts in [start, end)."""
   with open(piece.path, 'rb') as f:
-    at = piece.start
-    if at:
-      f.seek(at - 1)
-      if f.read(1) != b'\n':  # inside a line: it belongs to the piece before
-        at += len(f.readline())
-    f.seek(at)
+    at = _first_line(f, piece)
     while at < piece.end:
       raw = f.readline()
       if not raw:
@@ -219,14 +225,9 @@ def _lines(piece: Piece) -> Iterator[tuple[int, str]]:
 def line_block(piece: Piece) -> bytes:
   """The bytes of the lines `_lines` gives, newlines included: those starting in [start, end)."""
   with open(piece.path, 'rb') as f:
-    at = piece.start
-    if at:
-      f.seek(at - 1)
-      if f.read(1) != b'\n':  # inside a line: it belongs to the piece before
-        at += len(f.readline())
+    at = _first_line(f, piece)
     if at >= piece.end:
       return b''
-    f.seek(at)
     raw = f.read(piece.end - at)
     if not raw.endswith(b'\n'):
       raw += f.readline()  # the rest of the line that starts before end
