@@ -18,10 +18,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 PRELOAD = ('numpy', 'jax', 'jax.numpy', 'flax.linen', 'optax', 'orbax.checkpoint',
            'ml_collections', 'etils.epath', 'absl.app', 'absl.flags', 'tokenizers',
@@ -68,8 +70,6 @@ _pending = b''
 
 def _line(timeout: float | None) -> str:
   """The server's next line, read from its unbuffered pipe (TimeoutError after timeout s)."""
-  import select
-  import time
   global _pending
   deadline = None if timeout is None else time.monotonic() + timeout
   while b'\n' not in _pending:
