@@ -7,10 +7,13 @@ import tempfile
 # 8 simulated devices. Backend optimisation level 0 skips LLVM's optimisation
 # of the generated CPU code: compiles get about 3x faster, which is most of
 # the suite's time. HLO passes and SPMD partitioning are unchanged, so what
-# the tests prove about layouts still holds for the optimised build.
+# the tests prove about layouts still holds for the optimised build. XLA:CPU's older
+# elemental emitters instead of its fusion emitters generate code from the same fused
+# HLO at about half the compile time (measured: a ZeRO-3 train step 0.8 s vs 1.8 s;
+# tests/parallel 4m19s vs 6m27s from a cold cache).
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-    ' --xla_backend_optimization_level=0')
+    ' --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # One persistent compilation cache for the session's processes, the ones tests start
 # included (jaxlm's --compilation_cache_dir defaults to JAX_COMPILATION_CACHE_DIR): a

@@ -42,7 +42,8 @@ def _offline_env(root: pathlib.Path, clone: pathlib.Path) -> dict:
   for name in ('home', 'tfds'):
     (root / name).mkdir()
   env.update(HOME=str(root / 'home'), TFDS_DATA_DIR=str(root / 'tfds'), PYTHONPATH=str(clone),
-             XLA_FLAGS='--xla_backend_optimization_level=0')  # one CPU device, as a laptop
+             XLA_FLAGS=os.environ['XLA_FLAGS'].replace(  # one CPU device, as a laptop
+                 '--xla_force_host_platform_device_count=8', ''))
   return env
 
 
