@@ -27,8 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
       tokenizer='sentencepiece', vocab_size=50257, seq_len=1024,
       batch_size=512,
       # Data at scale (docs/data.md): a prepared folder, the raw-input cache, the
-      # files' format, a given tokenizer file, document packing.
+      # files' format, a given tokenizer file, document packing, the tokenizer's sample.
       dataset_dir='', cache_dir='', file_format='text', tokenizer_file='', pack=False,
+      tokenizer_sample_mb=0,
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=20000, learning_rate=6e-4, min_lr_ratio=0.1, warmup_steps=700,

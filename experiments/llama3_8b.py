@@ -38,8 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
       tokenizer='sentencepiece', vocab_size=128256, seq_len=8192,
       batch_size=256,
       # Data at scale (docs/data.md): a prepared folder, the raw-input cache, the
-      # files' format, a given tokenizer file, document packing.
+      # files' format, a given tokenizer file, document packing, the tokenizer's sample.
       dataset_dir='', cache_dir='', file_format='text', tokenizer_file='', pack=False,
+      tokenizer_sample_mb=0,
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=100000, learning_rate=3e-4, min_lr_ratio=0.1, warmup_steps=2000,

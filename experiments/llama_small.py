@@ -30,8 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
       tfds_data_dir='', train_files='', eval_files='',
       tokenizer='char', vocab_size=0, seq_len=64, batch_size=12,
       # Data at scale (docs/data.md): a prepared folder, the raw-input cache, the
-      # files' format, a given tokenizer file, document packing.
+      # files' format, a given tokenizer file, document packing, the tokenizer's sample.
       dataset_dir='', cache_dir='', file_format='text', tokenizer_file='', pack=False,
+      tokenizer_sample_mb=0,
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=2000, learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=100,

@@ -144,6 +144,9 @@ class DataConfig:
   file_format: FileFormat = FileFormat.TEXT  # source=files: text, lines, jsonl or parquet
   tokenizer_file: str = ''  # huggingface: a tokenizer.json; tiktoken: a ranks file
   pack: bool = False  # whole documents packed into rows: attention and positions per document
+  # sentencepiece and bpe learn from at most this many MB of the training text, taken
+  # evenly across the corpus (0: 4 KB per vocabulary entry, at least 16 MB).
+  tokenizer_sample_mb: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -159,6 +159,26 @@ def _holdout(ranges, eval_part: bool):
 # --- Reading a piece -----------------------------------------------------------
 
 
+def sample_documents(cfg: DataConfig, pieces: list[Piece], max_bytes: int) -> Iterator[str]:
+  """Documents of about max_bytes of UTF-8 text, from the start of every piece in turn.
+
+  Each piece gives the share of what is left of the budget that its size is of
+  what is left of the corpus (what one leaves over goes to the ones after it),
+  so the sample spans the corpus and reads only itself. With max_bytes at least
+  the pieces' bytes: every document.
+  """
+  left, rest = max_bytes, sum(max(p.num_bytes, 1) for p in pieces)
+  for piece in pieces:
+    size = max(piece.num_bytes, 1)
+    share, taken = left * size / rest, 0
+    for doc in piece_documents(cfg, piece):
+      if taken >= share:
+        break
+      yield doc
+      taken += len(doc.encode('utf-8'))
+    left, rest = left - taken, rest - size
+
+
 def piece_documents(cfg: DataConfig, piece: Piece) -> Iterator[str]:
   """The piece's documents, one at a time."""
   if cfg.source is DataSource.TFDS:

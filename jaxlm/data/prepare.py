@@ -38,6 +38,7 @@ from jaxlm.config import ConfigError, DataConfig, TokenizerKind
 from jaxlm.data import byte_pieces
 from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import pieces as pieces_lib
+from jaxlm.data import sources
 from jaxlm.data import tokenizer_files
 from jaxlm.data import tokenizers
 
@@ -54,9 +55,7 @@ def tokenizer_parts(cfg: DataConfig, given: tokenizers.Tokenizer | None) -> dict
   """The tokenizer's part of the fingerprint: its settings, or a given one's hash."""
   if given is not None:
     return {'kind': given.kind.value, 'sha256': given.digest()}
-  parts = {'kind': cfg.tokenizer.value}
-  if cfg.tokenizer in (TokenizerKind.SENTENCEPIECE, TokenizerKind.BPE):
-    parts['vocab_size'] = cfg.vocab_size
+  parts = _tokenizer_settings(cfg)
   if cfg.tokenizer_file:  # read as the tokenizer reads it: a missing file is one line
     what = ('a tiktoken ranks file' if cfg.tokenizer is TokenizerKind.TIKTOKEN
             else 'a Hugging Face tokenizer.json')
@@ -104,16 +103,17 @@ def prepare(cfg: DataConfig, out: str, *, tokenizer: tokenizers.Tokenizer | None
   old = dataset_lib.read_json(dataset_lib.plan_file(root))
   if old is not None:
     _check_same(root, old, parts)
-    tok = _tokenizer(cfg, root, tokenizer, shard_index, log)
+    tok = _tokenizer(cfg, root, tokenizer, shard_index, splits[cfg.train_split], log)
   else:
     _check_folder(root)
     # Built before the folder is made: unreadable text leaves nothing behind.
-    tok = tokenizer or (_build_tokenizer(cfg, log) if not shard_index else None)
+    tok = tokenizer or (_build_tokenizer(cfg, splits[cfg.train_split], log)
+                        if not shard_index else None)
     _make_folder(root)
     dataset_lib.write_json(dataset_lib.plan_file(root), plan)
     if tok is not None and not rundir.has_tokenizer(root):
       tok.save(root)
-    tok = _tokenizer(cfg, root, tok, shard_index, log)
+    tok = _tokenizer(cfg, root, tok, shard_index, splits[cfg.train_split], log)
   dtype = dataset_lib.token_dtype(tok.vocab_size)
   every = [p for ps in splits.values() for p in ps]
   mine = [p for i, p in enumerate(every) if i % num_shards == shard_index]
@@ -156,7 +156,8 @@ def _make_folder(root: epath.Path) -> None:
                       ' pick a folder you can write') from None
 
 
-def _tokenizer(cfg: DataConfig, root, given, shard_index: int, log) -> tokenizers.Tokenizer:
+def _tokenizer(cfg: DataConfig, root, given, shard_index: int, train_pieces,
+               log) -> tokenizers.Tokenizer:
   """The dataset's tokenizer: the one in `root`, or built (shard 0) and saved there."""
   if rundir.has_tokenizer(root):
     return tokenizers.load_tokenizer(root)
@@ -168,23 +169,52 @@ def _tokenizer(cfg: DataConfig, root, given, shard_index: int, log) -> tokenizer
     while not rundir.has_tokenizer(root):
       time.sleep(WAIT_S)
     return tokenizers.load_tokenizer(root)
-  tok = _build_tokenizer(cfg, log)
+  tok = _build_tokenizer(cfg, train_pieces, log)
   tok.save(root)
   return tok
 
 
-def _build_tokenizer(cfg: DataConfig, log) -> tokenizers.Tokenizer:
+def _build_tokenizer(cfg: DataConfig, train_pieces: list[pieces_lib.Piece],
+                     log) -> tokenizers.Tokenizer:
   start = time.time()
-  tok = tokenizers.new_tokenizer(cfg, lambda: _train_documents(cfg))
+  sampled = 0
+
+  def documents():
+    nonlocal sampled
+    if cfg.tokenizer not in TRAINED_ON_A_SAMPLE:
+      yield from sources.documents(cfg, cfg.train_split)
+      return
+    for doc in sources.nonempty_documents(
+        cfg, cfg.train_split,
+        pieces_lib.sample_documents(cfg, train_pieces, sample_bytes(cfg))):
+      sampled += len(doc.encode('utf-8'))
+      yield doc
+
+  tok = tokenizers.new_tokenizer(cfg, documents)
   if tok.kind is not TokenizerKind.BYTE:
-    log(f'prepare: built the {tok.kind.value} tokenizer ({tok.vocab_size} ids) in'
+    total = sum(max(p.num_bytes, 0) for p in train_pieces)
+    sample = f' from {sampled / 1e6:.2f} MB of the {total / 1e6:.2f} MB' if sampled else ''
+    log(f'prepare: built the {tok.kind.value} tokenizer ({tok.vocab_size} ids){sample} in'
         f' {time.time() - start:.1f}s')
   return tok
 
 
-def _train_documents(cfg: DataConfig):
-  from jaxlm.data import sources
-  return sources.documents(cfg, cfg.train_split)
+# Trained tokenizers learn from a sample: `tokenizers`' BPE trainer reads about 7 MB/s on
+# 2 cores, little faster than encoding, so training on a 2 GB corpus would cost about as
+# much as tokenizing it. SentencePiece's trainer keeps at most 1M sentences in any case.
+TRAINED_ON_A_SAMPLE = (TokenizerKind.SENTENCEPIECE, TokenizerKind.BPE)
+SAMPLE_BYTES_PER_TOKEN = 4096  # the default sample: 16 MB for 4096 ids, 196 MB for 50257
+MIN_SAMPLE_BYTES = 16 << 20
+
+
+def sample_bytes(cfg: DataConfig) -> int:
+  """How much training text a trained tokenizer learns from (data.tokenizer_sample_mb)."""
+  if cfg.tokenizer_sample_mb < 0:
+    raise ConfigError(f'data.tokenizer_sample_mb={cfg.tokenizer_sample_mb} must be 0 (4 KB'
+                      ' per vocabulary entry) or a number of MB')
+  if cfg.tokenizer_sample_mb:
+    return cfg.tokenizer_sample_mb << 20
+  return max(MIN_SAMPLE_BYTES, SAMPLE_BYTES_PER_TOKEN * cfg.vocab_size)
 
 
 def _done(root, piece: pieces_lib.Piece) -> dict | None:
@@ -463,8 +493,10 @@ def check_matches(cfg: DataConfig, manifest: dict, tokenizer=None) -> None:
 
 def _tokenizer_settings(cfg: DataConfig) -> dict:
   parts = {'kind': cfg.tokenizer.value}
-  if cfg.tokenizer in (TokenizerKind.SENTENCEPIECE, TokenizerKind.BPE):
+  if cfg.tokenizer in TRAINED_ON_A_SAMPLE:
     parts['vocab_size'] = cfg.vocab_size
+    if cfg.tokenizer_sample_mb:  # (absent at the default: older fingerprints still hold)
+      parts['sample_mb'] = cfg.tokenizer_sample_mb
   return parts
 
 

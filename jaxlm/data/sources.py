@@ -41,21 +41,22 @@ def documents(cfg: DataConfig, split: str) -> Iterator[str]:
   """
   from jaxlm.data import pieces  # (pieces reads TFDS through this module)
   if cfg.source is DataSource.TFDS:
-    docs = _tfds_documents(cfg, split)
+    return nonempty_documents(cfg, split, _tfds_documents(cfg, split))
+  if split not in (cfg.train_split, cfg.eval_split):
+    raise ValueError(f'split {split!r} is neither data.train_split nor data.eval_split')
+  parts = pieces.source_parts(cfg, hashes=False, splits=(split,))
+  return nonempty_documents(cfg, split, (doc for piece in pieces.split_pieces(cfg, split, parts)
+                                         for doc in pieces.piece_documents(cfg, piece)))
+
+
+def nonempty_documents(cfg: DataConfig, split: str, docs: Iterable[str]) -> Iterator[str]:
+  """docs, then one line naming the setting if none of them held any text."""
+  if cfg.source is DataSource.TFDS:
     problem = (f'{_split_setting(cfg, split)}={split!r} of {cfg.dataset} holds no text'
                f' in data.text_key={cfg.text_key!r}; choose another split or feature')
   else:
-    if split not in (cfg.train_split, cfg.eval_split):
-      raise ValueError(f'split {split!r} is neither data.train_split nor data.eval_split')
-    parts = pieces.source_parts(cfg, hashes=False, splits=(split,))
-    docs = (doc for piece in pieces.split_pieces(cfg, split, parts)
-            for doc in pieces.piece_documents(cfg, piece))
     problem = (f'the files hold no text for the {split!r} split; add text to'
                ' data.train_files, or set data.eval_files')
-  return _nonempty(docs, problem)
-
-
-def _nonempty(docs: Iterable[str], problem: str) -> Iterator[str]:
   empty = True
   for doc in docs:
     empty = empty and not doc

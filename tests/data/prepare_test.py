@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -340,6 +341,75 @@ def test_bpe_is_trained_once_by_prepare_and_kept_in_the_dataset(tmp_path):
     stream = dataset_lib.open_split(str(tmp_path / 'ds'), split, manifest)
     np.testing.assert_array_equal(np.asarray(stream), data.tokenize_split(cfg, tok, split))
     assert np.sum(np.asarray(stream) == tok.eos_id) == stream.num_documents
+
+
+def test_sample_spans_every_piece_and_a_small_corpus_is_taken_whole(tmp_path, monkeypatch):
+  from jaxlm.data import pieces as pieces_lib
+  folder = _corpus(tmp_path, files=3, lines=400)
+  monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', 5_000)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES,
+                     eval_files=str(folder / '0.txt'))
+  parts = pieces_lib.source_parts(cfg)
+  pieces = pieces_lib.split_pieces(cfg, cfg.train_split, parts)
+  every = [list(pieces_lib.piece_documents(cfg, p)) for p in pieces]
+  assert len(pieces) > 6
+  sample = list(pieces_lib.sample_documents(cfg, pieces, 12_000))
+  size = sum(len(d.encode()) for d in sample)
+  longest = max(len(d.encode()) for docs in every for d in docs)
+  assert 12_000 <= size <= 12_000 + len(pieces) * longest
+  # Each piece gives the first documents of its share, and every piece gives some.
+  at = 0
+  for docs in every:
+    taken = 0
+    while at < len(sample) and taken < len(docs) and sample[at] == docs[taken]:
+      at, taken = at + 1, taken + 1
+    assert 0 < taken < len(docs)
+  assert at == len(sample)
+  whole = sum(p.num_bytes for p in pieces)
+  assert list(pieces_lib.sample_documents(cfg, pieces, whole)) == sum(every, [])
+
+
+def test_bpe_learns_from_a_sample_and_its_setting_is_fingerprinted(tmp_path, monkeypatch):
+  from jaxlm.data import pieces as pieces_lib
+  folder = _corpus(tmp_path, files=2, lines=2000)  # about 150 KB of training text
+  monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', 20_000)
+  monkeypatch.setattr(prepare_lib, 'MIN_SAMPLE_BYTES', 0)
+  cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES,
+                     tokenizer=TokenizerKind.BPE, vocab_size=300)
+  whole = tokenizers.BPETokenizer.train(data.documents(cfg, cfg.train_split), 300)
+  monkeypatch.setattr(prepare_lib, 'SAMPLE_BYTES_PER_TOKEN', 1000)  # 300 KB: all of it
+  prepare_lib.prepare(cfg, str(tmp_path / 'all'), workers=1, log=lambda m: None)
+  assert tokenizers.load_tokenizer(str(tmp_path / 'all')).digest() == whole.digest()
+  monkeypatch.setattr(prepare_lib, 'SAMPLE_BYTES_PER_TOKEN', 133)  # 40 KB of 150
+  lines = []
+  prepare_lib.prepare(cfg, str(tmp_path / 'sample'), workers=1, log=lines.append)
+  assert any(re.search(r'built the bpe tokenizer \(300 ids\) from 0\.04 MB of the 0\.1\d MB',
+                       line) for line in lines), lines
+  pieces = pieces_lib.split_pieces(cfg, cfg.train_split, pieces_lib.source_parts(cfg))
+  sampled = tokenizers.BPETokenizer.train(pieces_lib.sample_documents(cfg, pieces, 39_900), 300)
+  assert tokenizers.load_tokenizer(str(tmp_path / 'sample')).digest() == sampled.digest()
+  assert sampled.digest() != whole.digest()
+  # A sample size set by hand is part of the fingerprint; the default adds nothing to it
+  # (datasets prepared before the setting keep their fingerprint).
+  assert 'sample_mb' not in prepare_lib.tokenizer_parts(cfg, None)
+  run = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES, vocab_size=300,
+                     tokenizer=TokenizerKind.BPE, tokenizer_sample_mb=64,
+                     dataset_dir=str(tmp_path / 'sample'))
+  assert prepare_lib.tokenizer_parts(run, None)['sample_mb'] == 64
+  assert prepare_lib.sample_bytes(run) == 64 << 20
+  with pytest.raises(ConfigError, match=r'tokenizer\.sample_mb') as info:
+    prepare_lib.prepared(run, log=lambda m: None)
+  _one_line(info)
+
+
+def test_the_default_sample_is_4_kb_per_vocabulary_entry_and_at_least_16_mb():
+  cfg = lambda **kw: files_config('unused/*.txt', tokenizer=TokenizerKind.BPE, **kw)
+  assert prepare_lib.sample_bytes(cfg(vocab_size=4096)) == 16 << 20
+  assert prepare_lib.sample_bytes(cfg(vocab_size=50257)) == 4096 * 50257
+  assert prepare_lib.sample_bytes(cfg(vocab_size=300)) == 16 << 20
+  with pytest.raises(ConfigError, match=r'data\.tokenizer_sample_mb=-1 must be 0') as info:
+    prepare_lib.sample_bytes(cfg(vocab_size=300, tokenizer_sample_mb=-1))
+  _one_line(info)
 
 
 def test_a_given_tokenizer_file_is_part_of_the_fingerprint(tmp_path):
