@@ -8,7 +8,7 @@ order, and a split's stream is its pieces' documents in that order.
   text     one document a file (a file is one piece; a document longer than
            a shard is refused by prepare)
   lines    one document a line; big files are cut at line starts into
-           pieces of about PIECE_BYTES
+           pieces of about PIECE_BYTES (smaller in a small split)
   jsonl    one JSON object a line, the document in its data.text_key field;
            cut like lines
   parquet  the data.text_key column of each row (pyarrow); a file is a piece
@@ -30,7 +30,9 @@ from jaxlm.config import ConfigError, DataConfig, DataSource, FileFormat
 from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import sources
 
-PIECE_BYTES = 16 << 20  # lines and jsonl files are cut into pieces of about this size
+PIECE_BYTES = 16 << 20  # lines and jsonl files are cut into pieces of about this size,
+SMALL_SPLIT_PIECES = 16  # or, in a split of less than 16 of them, into 16 pieces
+MIN_PIECE_BYTES = 1 << 20  # of at least 1 MB: what keeps 2 to 16 workers evenly busy
 EVAL_HOLDOUT = sources.EVAL_HOLDOUT
 
 
@@ -135,8 +137,10 @@ def split_pieces(cfg: DataConfig, split: str, parts: dict) -> list[Piece]:
     ranges = _holdout(ranges, eval_part=split != cfg.train_split)
   pieces = []
   cuttable = cfg.file_format in (FileFormat.LINES, FileFormat.JSONL)
+  total = sum(end - start for _, start, end in ranges)
+  piece_bytes = min(PIECE_BYTES, max(MIN_PIECE_BYTES, total // SMALL_SPLIT_PIECES))
   for path, start, end in ranges:
-    step = PIECE_BYTES if cuttable else max(end - start, 1)
+    step = piece_bytes if cuttable else max(end - start, 1)
     for a in range(start, end, step):
       pieces.append(Piece(split, len(pieces), path, a, min(a + step, end)))
   return pieces

@@ -43,7 +43,7 @@ from jaxlm.data import tokenizer_files
 from jaxlm.data import tokenizers
 
 SHARD_TOKENS = 1 << 27  # tokens a shard file holds at most (256 MiB of uint16)
-BATCH_BYTES = 4 << 20  # text encoded in one batched call
+BATCH_BYTES = 256 << 10  # text encoded in one batched call (bpe: 4 MB ones are 15% slower)
 WAIT_S = 2.0  # how often a waiting process looks for the tokenizer
 POOL_MIN_BYTES = 32 << 20  # less input than this is tokenized in the calling process
 
@@ -372,7 +372,8 @@ class _ShardWriter:
     self._file.close()
     bin_file, idx_file = self._names()
     rundir.write_bytes(idx_file, np.asarray(self._ends, '<i8').tobytes())
-    epath.Path(f'{bin_file}{self._tmp}').rename(bin_file)
+    # replace: a run killed after this, before the piece's record, left the same file
+    epath.Path(f'{bin_file}{self._tmp}').replace(bin_file)
     self.shards.append({'file': f'{self.piece.split}/{bin_file.name}',
                         'index': f'{self.piece.split}/{idx_file.name}',
                         'tokens': self._tokens, 'documents': len(self._ends)})

@@ -120,11 +120,14 @@ def test_tfds_source_prepares_the_bundled_corpus(tmp_path):
   assert manifest['parts']['source']['dataset'] == 'tiny_shakespeare'
 
 
-def test_an_interrupted_prepare_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+@pytest.mark.parametrize('dies', ['before the third piece',
+                                  'after its shards are in place, before its record'])
+def test_an_interrupted_prepare_resumes_to_the_same_bytes(tmp_path, monkeypatch, dies):
   folder = _corpus(tmp_path, files=4)
   cfg = files_config(str(folder / '*.txt'), file_format=FileFormat.LINES)
   prepare_lib.prepare(cfg, str(tmp_path / 'whole'), workers=1, log=lambda m: None)
   real, calls = prepare_lib._prepare_piece, []
+  real_write = dataset_lib.write_json
 
   def dies_on_the_third(*args):
     calls.append(1)
@@ -132,14 +135,24 @@ def test_an_interrupted_prepare_resumes_to_the_same_bytes(tmp_path, monkeypatch)
       raise KeyboardInterrupt
     return real(*args)
 
-  monkeypatch.setattr(prepare_lib, '_prepare_piece', dies_on_the_third)
+  def dies_writing_the_third_record(path, data):
+    if str(path).endswith('.done.json'):
+      calls.append(1)
+      if len(calls) == 3:
+        raise KeyboardInterrupt
+    return real_write(path, data)
+
+  if dies.startswith('before'):
+    monkeypatch.setattr(prepare_lib, '_prepare_piece', dies_on_the_third)
+  else:  # its shard files are renamed into place: the rerun writes them again
+    monkeypatch.setattr(dataset_lib, 'write_json', dies_writing_the_third_record)
   with pytest.raises(KeyboardInterrupt):
     prepare_lib.prepare(cfg, str(tmp_path / 'cut'), workers=1, log=lambda m: None)
   assert not (tmp_path / 'cut' / 'manifest.json').exists()
   with pytest.raises(ConfigError, match='an unfinished prepare') as info:
     dataset_lib.read_manifest(str(tmp_path / 'cut'))  # never taken for a complete one
   _one_line(info)
-  monkeypatch.setattr(prepare_lib, '_prepare_piece', real)
+  monkeypatch.undo()
   lines = []
   prepare_lib.prepare(cfg, str(tmp_path / 'cut'), workers=1, log=lines.append)
   assert any('2 of 5 pieces already complete' in line for line in lines), lines
