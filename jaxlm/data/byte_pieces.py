@@ -43,14 +43,13 @@ def tokens(cfg: DataConfig, piece: pieces_lib.Piece) -> tuple[np.ndarray, np.nda
     return np.zeros(0, np.uint8), np.zeros(0, np.int64)
   if not raw.endswith(b'\n'):
     raw += b'\n'
+  if raw.startswith(b'\n') or b'\n\n' in raw or b'\r\n' in raw:
+    return None  # an empty line, or one ending in "\r": the slow path drops / strips them
+  if cfg.file_format is FileFormat.JSONL:
+    return _jsonl(cfg, raw, raw.count(b'\n'))
   buf = np.frombuffer(raw, np.uint8)
   ends = np.flatnonzero(buf == NEWLINE) + 1  # each line's end, after its "\n"
-  lengths = np.diff(ends, prepend=0)
-  if (lengths == 1).any() or (buf[ends[lengths > 1] - 2] == 13).any():
-    return None  # an empty line, or one ending in "\r": the slow path drops / strips them
-  if cfg.file_format is FileFormat.LINES:
-    return buf, lengths
-  return _jsonl(cfg, raw, len(lengths))
+  return buf, np.diff(ends, prepend=0)
 
 
 def _jsonl(cfg: DataConfig, raw: bytes, lines: int):

@@ -363,7 +363,7 @@ class _ShardWriter:
         self._open()
         continue
       n = int(ends[k - 1])
-      self._file.write(flat[at:at + n].astype(self.dtype).tobytes())
+      self._file.write(flat[at:at + n].astype(self.dtype, copy=False).tobytes())
       self._ends.extend((self._tokens + ends[:k]).tolist())
       self._tokens += n
       i, at = i + k, at + n

@@ -60,7 +60,7 @@ def test_prepared_stream_is_the_in_memory_stream(tmp_path, monkeypatch, file_for
     stream = dataset_lib.open_split(str(tmp_path / 'ds'), split, manifest)
     expected = data.tokenize_split(cfg, tok, split)
     np.testing.assert_array_equal(np.asarray(stream), expected)
-    assert stream.dtype == np.uint16
+    assert stream.dtype == np.uint8  # 256 ids or fewer: a byte a token
     offsets = stream.doc_offsets()
     assert offsets[0] == 0 and offsets[-1] == len(stream)
     assert len(offsets) - 1 == stream.num_documents == manifest['splits'][split]['documents']
