@@ -1,12 +1,14 @@
 """Data at scale: prepare throughput and memory, time to the first step, training memory.
 
   python benchmarks/data_scale.py [--sizes_mb=50,500,2000] \
-      [--tokenizers=byte,sentencepiece] [--work=/tmp/jaxlm_data_scale] [--today=REV]
+      [--tokenizers=byte,sentencepiece] [--file_format=jsonl] \
+      [--work=/tmp/jaxlm_data_scale] [--today=REV]
 
 Builds corpora of about the given sizes by concatenating real text (the
 bundled tiny Shakespeare, cut into speeches, and, where ../shared is beside
 the checkout, the AG News descriptions), as JSONL files of 64 MB, one
-document a line. For each size and tokenizer it runs, each in a fresh
+document a line (--file_format=lines: plain text files, one document a
+line, its newlines made spaces). For each size and tokenizer it runs, each in a fresh
 process: `python -m jaxlm.prepare` (wall time, MB/s, MB/s per core, peak
 memory of the main process and of the largest worker), the tokenizer's own
 single-process batched encode speed on 16 MB (the goal: prepare reaches 80%
@@ -51,18 +53,20 @@ def _documents() -> list[str]:
   return docs
 
 
-def build_corpus(folder: pathlib.Path, size: int) -> pathlib.Path:
-  """JSONL files of about FILE_BYTES each, `size` bytes of text in all."""
+def build_corpus(folder: pathlib.Path, size: int, file_format: str = 'jsonl') -> pathlib.Path:
+  """JSONL (or lines) files of about FILE_BYTES each, `size` bytes of text in all."""
   done = folder / 'DONE'
   if done.exists():
     return folder
   folder.mkdir(parents=True, exist_ok=True)
   docs, written, n, i = _documents(), 0, 0, 0
   while written < size:
-    with open(folder / f'{n:04d}.jsonl', 'w') as f:
+    with open(folder / f'{n:04d}.{_EXT[file_format]}', 'w') as f:
       at = 0
       while at < FILE_BYTES and written < size:
-        line = json.dumps({'text': docs[i % len(docs)]}) + '\n'
+        doc = docs[i % len(docs)]
+        line = (json.dumps({'text': doc}) if file_format == 'jsonl'
+                else doc.replace('\n', ' ')) + '\n'
         f.write(line)
         at += len(line)
         written += len(line)
@@ -109,17 +113,27 @@ def _measure(argv: list[str]) -> None:
     runpy.run_path(argv[0], run_name='__main__')
 
 
-def encode_speed(corpus: pathlib.Path, dataset: pathlib.Path) -> float:
+_EXT = {'jsonl': 'jsonl', 'lines': 'txt'}
+_SUFFIX = {'jsonl': '', 'lines': '_lines'}  # (the JSONL corpora keep their folders' names)
+
+
+def _document(line: str, file_format: str) -> str:
+  return json.loads(line)['text'] if file_format == 'jsonl' else line.rstrip('\n')
+
+
+def encode_speed(corpus: pathlib.Path, dataset: pathlib.Path, file_format: str) -> float:
   """MB/s of the dataset's tokenizer on 16 MB of the corpus: one process, batched."""
   code = f'''
 import json, time, os
 os.environ['RAYON_NUM_THREADS'] = '1'
 from jaxlm.data import tokenizers
+jsonl = {file_format == 'jsonl'}
 tok = tokenizers.load_tokenizer({str(dataset)!r})
 docs, size = [], 0
-with open({str(sorted(corpus.glob("*.jsonl"))[0])!r}) as f:
+with open({str(sorted(corpus.glob("*." + _EXT[file_format]))[0])!r}) as f:
   for line in f:
-    docs.append(json.loads(line)['text']); size += len(docs[-1].encode())
+    docs.append(json.loads(line)['text'] if jsonl else line.rstrip('\\n'))
+    size += len(docs[-1].encode())
     if size > 16 << 20: break
 start = time.time()
 for i in range(0, len(docs), 2048):
@@ -131,9 +145,10 @@ print(size / (time.time() - start) / 1e6)
   return float(out.stdout.strip().splitlines()[-1])
 
 
-def data_flags(corpus: pathlib.Path, tokenizer: str) -> list[str]:
-  flags = ['--config.data.source=files', '--config.data.file_format=jsonl',
-           f'--config.data.train_files={corpus}/*.jsonl', f'--config.data.tokenizer={tokenizer}']
+def data_flags(corpus: pathlib.Path, tokenizer: str, file_format: str) -> list[str]:
+  flags = ['--config.data.source=files', f'--config.data.file_format={file_format}',
+           f'--config.data.train_files={corpus}/*.{_EXT[file_format]}',
+           f'--config.data.tokenizer={tokenizer}']
   if tokenizer in ('sentencepiece', 'bpe'):
     flags.append('--config.data.vocab_size=4096')
   return flags
@@ -141,6 +156,8 @@ def data_flags(corpus: pathlib.Path, tokenizer: str) -> list[str]:
 
 _SIZES = flags.DEFINE_string('sizes_mb', '50,500,2000', 'Corpus sizes, MB.')
 _TOKENIZERS = flags.DEFINE_string('tokenizers', 'byte,sentencepiece', 'data.tokenizer kinds.')
+_FORMAT = flags.DEFINE_enum('file_format', 'jsonl', ['jsonl', 'lines'],
+                             'The corpus files: JSONL, or plain lines.')
 _WORK = flags.DEFINE_string('work', '/tmp/jaxlm_data_scale', 'Scratch folder.')
 _TODAY = flags.DEFINE_string('today', '', 'A git revision to compare on the first size.')
 
@@ -153,30 +170,30 @@ def main() -> None:
 
 def _main(_) -> None:
   a = type('Args', (), {'sizes_mb': _SIZES.value, 'tokenizers': _TOKENIZERS.value,
-                        'work': _WORK.value, 'today': _TODAY.value})
+                        'work': _WORK.value, 'today': _TODAY.value, 'fmt': _FORMAT.value})
   work = pathlib.Path(a.work)
   env = dict(os.environ, PYTHONPATH=str(REPO), JAXLM_DATASET_CACHE=str(work / 'cache'))
   cores = os.cpu_count()
   print(f'{cores} cores; corpus: tiny Shakespeare speeches'
-        f'{" + AG News (../shared)" if (SHARED / "ag_news").exists() else ""}, JSONL')
+        f'{" + AG News (../shared)" if (SHARED / "ag_news").exists() else ""}, {a.fmt}')
   rows = []
   for size_mb in [int(s) for s in a.sizes_mb.split(',')]:
-    corpus = build_corpus(work / f'corpus_{size_mb}mb', size_mb << 20)
+    corpus = build_corpus(work / f'corpus_{size_mb}mb{_SUFFIX[a.fmt]}', size_mb << 20, a.fmt)
     mb = int((corpus / 'DONE').read_text()) / 1e6
     for tok in a.tokenizers.split(','):
-      out = work / f'dataset_{size_mb}mb_{tok}'
+      out = work / f'dataset_{size_mb}mb{_SUFFIX[a.fmt]}_{tok}'
       if out.exists():
         subprocess.run(['rm', '-rf', str(out)], check=True)
       prep = measured(['-m', 'jaxlm.prepare', '--config=experiments/gpt_small.py',
-                       *data_flags(corpus, tok), f'--out={out}'], env)
-      speed = encode_speed(corpus, out)
+                       *data_flags(corpus, tok, a.fmt), f'--out={out}'], env)
+      speed = encode_speed(corpus, out, a.fmt)
       runs = [measured(['-m', 'jaxlm.main', '--config=experiments/gpt_small.py', *TINY,
-                        *data_flags(corpus, tok), f'--config.data.dataset_dir={out}',
+                        *data_flags(corpus, tok, a.fmt), f'--config.data.dataset_dir={out}',
                         f'--workdir={work}/run_{size_mb}_{tok}_{i}'], env,
                        first_line='train step      1/') for i in range(2)]
       for i in range(2):
         subprocess.run(['rm', '-rf', f'{work}/run_{size_mb}_{tok}_{i}'], check=True)
-      row = dict(size_mb=round(mb), tokenizer=tok, prepare_s=prep['wall_s'],
+      row = dict(size_mb=round(mb), tokenizer=tok, file_format=a.fmt, prepare_s=prep['wall_s'],
                  prepare_mb_s=mb / prep['wall_s'], per_core=mb / prep['wall_s'] / cores,
                  encode_mb_s=speed, goal=0.8 * speed * cores,
                  prepare_rss_mb=prep['rss_mb'], worker_rss_mb=prep['worker_rss_mb'],
@@ -185,14 +202,15 @@ def _main(_) -> None:
       print(json.dumps(row), flush=True)
   if a.today:
     size_mb = int(a.sizes_mb.split(',')[0])
-    corpus = work / f'corpus_{size_mb}mb'
-    text = work / f'corpus_{size_mb}mb_text'  # the same text as plain files: today's reader
+    corpus = work / f'corpus_{size_mb}mb{_SUFFIX[a.fmt]}'
+    # the same text as plain files: today's reader
+    text = work / f'corpus_{size_mb}mb{_SUFFIX[a.fmt]}_text'
     if not text.exists():
       text.mkdir()
-      for f in sorted(corpus.glob('*.jsonl')):
+      for f in sorted(corpus.glob(f'*.{_EXT[a.fmt]}')):
         with open(f) as src, open(text / f'{f.stem}.txt', 'w') as dst:
           for line in src:
-            dst.write(json.loads(line)['text'] + '\n\n')
+            dst.write(_document(line, a.fmt) + '\n\n')
     tree = work / 'today'
     if not tree.exists():
       subprocess.run(['git', 'worktree', 'add', '--detach', str(tree), a.today], cwd=REPO,

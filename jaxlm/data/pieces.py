@@ -260,10 +260,10 @@ def line_block(piece: Piece) -> bytes:
     at = _first_line(f, piece)
     if at >= piece.end:
       return b''
-    raw = f.read(piece.end - at)
-    if not raw.endswith(b'\n'):
-      raw += f.readline()  # the rest of the line that starts before end
-  return raw
+    f.seek(piece.end - 1)  # the rest of a line that starts before end is the piece's too
+    end = piece.end if f.read(1) == b'\n' else piece.end + len(f.readline())
+    f.seek(at)
+    return f.read(end - at)  # (one read: appending the rest copied the piece)
 
 
 def _json_text(cfg: DataConfig, path: str, offset: int, line: str) -> str:
