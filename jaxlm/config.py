@@ -385,6 +385,9 @@ def validate(c: Config) -> None:
   if d.source is DataSource.TFDS and not d.dataset:
     raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
   validate_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_file)
+  if d.tokenizer_sample_mb < 0:
+    raise ConfigError(f'data.tokenizer_sample_mb={d.tokenizer_sample_mb} must be 0 (4 KB per'
+                      ' vocabulary entry) or a number of MB')
   validate_batch(c, d.batch_size)
 
 

@@ -182,6 +182,10 @@ ROWS = [
      lambda u: _main('--config.data.tokenizer=bpe', '--config.data.vocab_size=100'), 1,
      r'data\.tokenizer=bpe needs data\.vocab_size >= 257 \(the 256 bytes and <\|endoftext\|>\),'
      r' not 100'),
+    ('negative tokenizer sample',
+     lambda u: _main('--config.data.tokenizer=bpe', '--config.data.vocab_size=512',
+                     '--config.data.tokenizer_sample_mb=-1'), 1,
+     r'data\.tokenizer_sample_mb=-1 must be 0 \(4 KB per vocabulary entry\) or a number of MB'),
     ('tokenizer_file with a trained tokenizer',
      lambda u: _main(f'--config.data.tokenizer_file={u}/bad.tiktoken'), 1,
      r'data\.tokenizer_file=\S+ is read only with data\.tokenizer=huggingface or tiktoken, not'
