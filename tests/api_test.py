@@ -112,6 +112,9 @@ json.dump({
     'alone': model.generate(['vote'], 24),
     'ids': model.generate([model.tokenizer.encode('vote')], 24),
     'sampled': model.generate(['goal match'], 24, temperature=0.8, top_k=5, seed=3),
+    'mesh': dict(model.mesh.shape), 'devices': len(model.mesh.devices.flat),
+    'wte': [list(model.params['wte'].shape), str(model.params['wte'].dtype),
+            len(model.params['wte'].sharding.device_set)],
 }, open(f'{out}.json', 'w'))
 '''
 
@@ -129,6 +132,14 @@ def trained(ws, tmp_path_factory):
   assert result.stderr == '', result.stderr[-3000:]
   with open(where / 'out.json') as f:
     return np.load(where / 'out.npy'), json.load(f), tokens_BT
+
+
+def test_params_and_mesh_are_the_restored_layout(trained):
+  _, got, _ = trained
+  assert list(got['mesh']) == ['data', 'model', 'pipeline']
+  assert np.prod(list(got['mesh'].values())) == got['devices'] > 1
+  # model.vocab_size 64 (24 characters, padded) x d_model 32, on every device of the mesh
+  assert got['wte'] == [[64, 32], 'float32', got['devices']]
 
 
 def test_logits_are_a_direct_apply_without_padded_columns(ws, trained):

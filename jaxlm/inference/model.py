@@ -62,6 +62,16 @@ class Model:
     return self._run.step
 
   @property
+  def params(self) -> dict:
+    """The parameters: a tree of float32 jax arrays, each laid out over `mesh`."""
+    return self._run.params
+
+  @property
+  def mesh(self) -> jax.sharding.Mesh:
+    """The devices the parameters live on, by axis (data, model, pipeline)."""
+    return self._run.mesh
+
+  @property
   def vocab_size(self) -> int:
     """The real vocabulary: the tokenizer's size, else the model's (an import's HF size)."""
     if self._run.tokenizer is not None:
