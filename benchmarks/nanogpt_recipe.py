@@ -44,9 +44,9 @@ _JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON f
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from jaxlm import config as config_lib  # after absl parsed the flags
-  from jaxlm.data import sources  # after absl parsed the flags
-  from jaxlm.training import loop as train  # after absl parsed the flags
+  import jaxlm  # after absl parsed the flags
+  from jaxlm import config as config_lib
+  from jaxlm.data import sources  # (to let TFDS prepare the data before the clock starts)
 
   cd = _CONFIG.value
   cd.train.eval_every = 250
@@ -63,7 +63,7 @@ def main(argv):
     sys.exit(f'error: --workdir={workdir} already holds a run; pass a new folder')
 
   start = time.perf_counter()
-  result = train.run(c, workdir)
+  result = jaxlm.train(c, workdir)  # what python -m jaxlm.main runs
   wall_s = time.perf_counter() - start
 
   t = c.train
