@@ -38,7 +38,7 @@ def load(workdir: str, *, step: int | None = None, dtype: str | None = None) -> 
   dtype, e.g. 'float32' (default: the run's model.dtype).
   """
   from jaxlm.inference import model
-  return model.load(workdir, step=step, dtype=dtype)
+  return model.load_model(workdir, step=step, dtype=dtype)
 
 
 def import_hf(hf_dir: str, workdir: str, *, dtype: str | None = None,
@@ -52,14 +52,14 @@ def import_hf(hf_dir: str, workdir: str, *, dtype: str | None = None,
   128), its padding masked; every model axis size that will split it must divide it.
   """
   from jaxlm.interop import hf as hf_interop
-  return hf_interop.import_hf(hf_dir, workdir, experiment, dtype=dtype,
+  return hf_interop.import_run(hf_dir, workdir, experiment, dtype=dtype,
                               vocab_multiple=vocab_multiple)
 
 
 def export_hf(workdir: str, out_dir: str, *, step: int | None = None) -> Config:
   """Writes a run's checkpoint (default: the newest readable) as a new HF directory."""
   from jaxlm.interop import hf as hf_interop
-  return hf_interop.export_hf(workdir, out_dir, step)
+  return hf_interop.export_run(workdir, out_dir, step)
 
 
 def train(config: Config | ml_collections.ConfigDict | str, workdir: str | None = None

@@ -223,7 +223,8 @@ class JaxLM(TemplateLM):
       log.info('jaxlm: device=%s is ignored; the run goes on its mesh of the local devices',
                device)
     self.batch_size = _batch_size(batch_size)
-    self.model = model_lib.load(workdir, step=None if step is None else int(step), dtype=dtype)
+    self.model = model_lib.load_model(workdir, step=None if step is None else int(step),
+                                      dtype=dtype)
     self.codec = TextCodec(self.model.tokenizer, add_bos_token)
     self.workdir = workdir
     self._prefix = (int(prefix_token_id) if prefix_token_id is not None

@@ -161,6 +161,6 @@ class Model:
     return [samples[0] for samples in result.tokens]
 
 
-def load(workdir: str, *, step: int | None = None, dtype: str | None = None) -> Model:
+def load_model(workdir: str, *, step: int | None = None, dtype: str | None = None) -> Model:
   """The run folder's newest readable checkpoint (or `step`) on the local devices."""
   return Model(restore.load_run(workdir, step=step, dtype=dtype, tokenizer_required=False))

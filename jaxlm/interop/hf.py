@@ -361,7 +361,7 @@ def _refuse_existing(path: str, flag: str, what: str) -> None:
                       ' overwrites: pass a new folder')
 
 
-def import_hf(hf_dir: str, workdir: str, experiment: str | None = None, *,
+def import_run(hf_dir: str, workdir: str, experiment: str | None = None, *,
               dtype: str | None = None, vocab_multiple: int | None = None) -> Config:
   """Writes a jaxlm run folder (config.json, checkpoint at step 0) from a HF directory.
 
@@ -471,7 +471,7 @@ def generation_config(config: dict, source: dict | None) -> dict:
   return {**ids, '_from_model_config': True}
 
 
-def export_hf(workdir: str, out_dir: str, step: int | None = None) -> Config:
+def export_run(workdir: str, out_dir: str, step: int | None = None) -> Config:
   """Writes a run's checkpoint as a HF directory (config.json, model.safetensors, ...).
 
   The newest readable checkpoint by default, or `step`. The family is the one

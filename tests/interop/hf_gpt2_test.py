@@ -61,7 +61,7 @@ def hf(tmp_path_factory) -> Reference:
 def run(hf, tmp_path_factory):
   """The HF model imported into a jaxlm run folder."""
   workdir = str(tmp_path_factory.mktemp('runs') / 'imported')
-  hf_interop.import_hf(hf.path, workdir)
+  hf_interop.import_run(hf.path, workdir)
   return workdir
 
 
@@ -151,7 +151,7 @@ def test_export_round_trips_exactly(hf, run, tmp_path):
   np.testing.assert_array_equal(_torch_logits(model, TOKENS_BL), hf.logits_BLV)
   # Importing the export gives back the same params.
   again = str(tmp_path / 'reimported')
-  hf_interop.import_hf(out, again)
+  hf_interop.import_run(out, again)
   jax.tree.map(np.testing.assert_array_equal, hf_interop.read_run_params(run)[1],
                hf_interop.read_run_params(again)[1])
 
@@ -178,7 +178,7 @@ def _hf_copy(hf_dir, dest, *, config_edit=None, weights=True):
 def test_unsupported_configs_are_one_line_errors(hf, tmp_path, edit, message):
   hf_dir = _hf_copy(hf.path, tmp_path / 'hf', config_edit=edit)
   with pytest.raises(ConfigError, match=message) as e:
-    hf_interop.import_hf(hf_dir, str(tmp_path / 'run'))
+    hf_interop.import_run(hf_dir, str(tmp_path / 'run'))
   assert '\n' not in str(e.value)
   assert not os.path.exists(tmp_path / 'run')
 
@@ -196,10 +196,10 @@ def test_missing_and_pickled_inputs_are_one_line_errors(hf, tmp_path):
     f.write(b'never unpickled')
   for hf_dir, message in cases.items():
     with pytest.raises(ConfigError, match=message) as e:
-      hf_interop.import_hf(hf_dir, str(tmp_path / 'run'))
+      hf_interop.import_run(hf_dir, str(tmp_path / 'run'))
     assert '\n' not in str(e.value)
   with pytest.raises(ConfigError, match=r'holds no checkpoint in checkpoints/'):
-    hf_interop.export_hf(str(tmp_path / 'empty'), str(tmp_path / 'out'))
+    hf_interop.export_run(str(tmp_path / 'empty'), str(tmp_path / 'out'))
   config = config_lib.from_configdict(load_configdict(testdata.REPO / 'experiments/gpt_small.py'))
   with pytest.raises(ConfigError, match=r'is neither GPT-2 .* nor Llama-style'):
     hf_interop.check_exportable(dataclasses.replace(config.model, use_bias=False))
@@ -208,13 +208,13 @@ def test_missing_and_pickled_inputs_are_one_line_errors(hf, tmp_path):
 def test_never_overwrites(hf, run, tmp_path):
   before = sorted(os.listdir(os.path.join(run, 'checkpoints')))
   with pytest.raises(ConfigError, match=r'--workdir=\S+ already exists and is not empty'):
-    hf_interop.import_hf(hf.path, run)
+    hf_interop.import_run(hf.path, run)
   assert sorted(os.listdir(os.path.join(run, 'checkpoints'))) == before
   out = tmp_path / 'taken'
   os.makedirs(out)
   (out / 'keep.txt').write_text('mine')
   with pytest.raises(ConfigError, match=r'--out_dir=\S+ already exists and is not empty'):
-    hf_interop.export_hf(run, str(out))
+    hf_interop.export_run(run, str(out))
   assert os.listdir(out) == ['keep.txt']
 
 
