@@ -385,9 +385,7 @@ def validate(c: Config) -> None:
   if d.source is DataSource.TFDS and not d.dataset:
     raise ConfigError('data.source=tfds needs data.dataset=NAME, e.g. tiny_shakespeare')
   validate_tokenizer(d.tokenizer, d.vocab_size, d.tokenizer_file)
-  if d.tokenizer_sample_mb < 0:
-    raise ConfigError(f'data.tokenizer_sample_mb={d.tokenizer_sample_mb} must be 0 (4 KB per'
-                      ' vocabulary entry) or a number of MB')
+  validate_tokenizer_sample(d.tokenizer_sample_mb)
   validate_batch(c, d.batch_size)
 
 
@@ -408,6 +406,13 @@ def validate_tokenizer(kind: TokenizerKind, vocab_size: int, tokenizer_file: str
     raise ConfigError(f'data.tokenizer_file={tokenizer_file} is read only with'
                       ' data.tokenizer=huggingface or tiktoken, not'
                       f' {kind.value}; drop data.tokenizer_file or change data.tokenizer')
+
+
+def validate_tokenizer_sample(sample_mb: int) -> None:
+  """Checks data.tokenizer_sample_mb, the text a trained tokenizer learns from."""
+  if sample_mb < 0:
+    raise ConfigError(f'data.tokenizer_sample_mb={sample_mb} must be 0 (4 KB per vocabulary'
+                      ' entry) or a number of MB')
 
 
 def validate_batch(c: Config, batch_size: int) -> None:

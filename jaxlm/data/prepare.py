@@ -34,7 +34,7 @@ import numpy as np
 from etils import epath
 
 from jaxlm import rundir
-from jaxlm.config import ConfigError, DataConfig, TokenizerKind
+from jaxlm.config import ConfigError, DataConfig, TokenizerKind, validate_tokenizer_sample
 from jaxlm.data import byte_pieces
 from jaxlm.data import dataset as dataset_lib
 from jaxlm.data import pieces as pieces_lib
@@ -209,9 +209,7 @@ MIN_SAMPLE_BYTES = 16 << 20
 
 def sample_bytes(cfg: DataConfig) -> int:
   """How much training text a trained tokenizer learns from (data.tokenizer_sample_mb)."""
-  if cfg.tokenizer_sample_mb < 0:
-    raise ConfigError(f'data.tokenizer_sample_mb={cfg.tokenizer_sample_mb} must be 0 (4 KB'
-                      ' per vocabulary entry) or a number of MB')
+  validate_tokenizer_sample(cfg.tokenizer_sample_mb)
   if cfg.tokenizer_sample_mb:
     return cfg.tokenizer_sample_mb << 20
   return max(MIN_SAMPLE_BYTES, SAMPLE_BYTES_PER_TOKEN * cfg.vocab_size)
