@@ -356,6 +356,31 @@ def test_bpe_is_trained_once_by_prepare_and_kept_in_the_dataset(tmp_path):
     assert np.sum(np.asarray(stream) == tok.eos_id) == stream.num_documents
 
 
+def test_a_small_split_is_cut_into_16_pieces_a_large_one_into_piece_bytes(tmp_path, monkeypatch):
+  from jaxlm.data import pieces as pieces_lib
+  folder = _corpus(tmp_path, files=2, lines=2000)  # about 2 x 65 KB
+  cfg = files_config(str(folder / '1.txt'), file_format=FileFormat.LINES,
+                     eval_files=str(folder / '0.txt'))
+  parts = pieces_lib.source_parts(cfg)
+  total = parts['splits'][cfg.train_split][0]['bytes']
+
+  def sizes():
+    pieces = pieces_lib.split_pieces(cfg, cfg.train_split, parts)
+    assert sum(p.num_bytes for p in pieces) == total
+    return [p.num_bytes for p in pieces]
+
+  monkeypatch.setattr(pieces_lib, 'MIN_PIECE_BYTES', 1_000)
+  monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', total // 4)  # a split of < 16 of them
+  assert len(sizes()) == -(-total // (total // 16)) and set(sizes()[:16]) == {total // 16}
+  monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', total // 32)  # a split of 32 of them
+  assert set(sizes()[:32]) == {total // 32}
+  monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', total)
+  monkeypatch.setattr(pieces_lib, 'MIN_PIECE_BYTES', total // 3)  # never below the least
+  assert sizes()[:3] == [total // 3] * 3
+  monkeypatch.undo()
+  assert sizes() == [total]  # 16 MB pieces, at least 1 MB: a 65 KB file is one
+
+
 def test_sample_spans_every_piece_and_a_small_corpus_is_taken_whole(tmp_path, monkeypatch):
   from jaxlm.data import pieces as pieces_lib
   folder = _corpus(tmp_path, files=3, lines=400)
