@@ -35,6 +35,7 @@ import os
 from typing import Any
 
 import numpy as np
+import xxhash
 from etils import epath
 
 from jaxlm import rundir
@@ -83,9 +84,16 @@ def fingerprint(parts: dict) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
+FILE_HASH = 'xxh3_128'  # the source files' content hash in a fingerprint
+
+
 def file_hash(path: str, chunk: int = 1 << 22) -> str:
-  """blake2b of a file's bytes, read in 4 MiB chunks."""
-  h = hashlib.blake2b(digest_size=16)
+  """xxh3_128 of a file's bytes, read in 4 MiB chunks.
+
+  Not a cryptographic hash: it tells changed text from the same, at about
+  5 GB/s a core (blake2b: 0.8 here, 1.3 s of a 2 GB corpus's prepare on 2 cores).
+  """
+  h = xxhash.xxh3_128()
   with epath.Path(path).open('rb') as f:
     while block := f.read(chunk):
       h.update(block)

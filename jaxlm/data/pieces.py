@@ -94,7 +94,7 @@ def source_parts(cfg: DataConfig, hashes: bool = True, splits: tuple[str, ...] =
   paths = {split: split_files(cfg, split)[1] for split in splits}
   digests = _file_hashes(sorted({p for ps in paths.values() for p in ps})) if hashes else {}
   files = {split: [{'path': os.path.abspath(p), 'bytes': os.path.getsize(p),
-                    **({'blake2b': digests[p]} if hashes else {})} for p in ps]
+                    **({dataset_lib.FILE_HASH: digests[p]} if hashes else {})} for p in ps]
            for split, ps in paths.items()}
   parts = {'source': 'files', 'file_format': cfg.file_format.value, 'splits': files,
            'train_split': cfg.train_split, 'eval_split': cfg.eval_split,

@@ -2,7 +2,8 @@
 
   prepare(cfg, out)      tokenizes cfg's train and eval splits into `out`
                          (jaxlm/data/dataset.py names its files), piece by
-                         piece, on `workers` processes; rerun, it skips the
+                         piece, on `workers` processes (threads for the byte
+                         tokenizer's vectorized pieces); rerun, it skips the
                          pieces already complete and gives the same bytes
   prepared(cfg)          what a training run reads: data.dataset_dir, checked
                          against cfg, or a folder under data.cache_dir keyed
@@ -120,7 +121,8 @@ def prepare(cfg: DataConfig, out: str, *, tokenizer: tokenizers.Tokenizer | None
   todo = [p for p in mine if _done(root, p) is None]
   if len(todo) < len(mine):
     log(f'prepare: {len(mine) - len(todo)} of {len(mine)} pieces already complete')
-  _run(cfg, root, todo, dtype, shard_tokens, workers, log)
+  _run(cfg, root, todo, dtype, shard_tokens, workers, log,
+       threads=byte_pieces.applies(cfg, tok.kind))
   records = {s: [_done(root, p) for p in ps] for s, ps in splits.items()}
   missing = sum(r is None for rs in records.values() for r in rs)
   if missing:
@@ -220,13 +222,17 @@ def _done(root, piece: pieces_lib.Piece) -> dict | None:
   return record if record is not None and record.get('piece') == piece.describe() else None
 
 
-def _run(cfg, root, todo, dtype, shard_tokens, workers, log) -> None:
-  """Prepares the pieces in `todo`, in this process or on a pool of processes."""
+def _run(cfg, root, todo, dtype, shard_tokens, workers, log, threads: bool = False) -> None:
+  """Prepares the pieces in `todo`: in this process, on its threads, or on a pool of processes.
+
+  threads: the pieces' work releases the GIL (byte_pieces: pyarrow, numpy and
+  file I/O), so threads keep every core busy without starting processes.
+  """
   if not todo:
     return
   total = sum(max(p.num_bytes, 0) for p in todo)
   if not workers:  # one per core, unless the input is too small to repay starting them
-    workers = (os.cpu_count() or 1) if total >= POOL_MIN_BYTES else 1
+    workers = (os.cpu_count() or 1) if total >= POOL_MIN_BYTES or threads else 1
   workers = min(workers, len(todo))
   progress = _Progress(len(todo), total, log)
   args = [(cfg, os.fspath(root), p, dtype.str, shard_tokens) for p in todo]
@@ -235,8 +241,10 @@ def _run(cfg, root, todo, dtype, shard_tokens, workers, log) -> None:
       progress.add(_prepare_piece(*a))
     return
   context = multiprocessing.get_context('spawn')  # no fork of threads (TF, tokenizers)
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                              initializer=_worker_init) as pool:
+  executor = (concurrent.futures.ThreadPoolExecutor(workers) if threads else
+              concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                     initializer=_worker_init))
+  with executor as pool:
     futures = [pool.submit(_prepare_piece, *a) for a in args]
     try:
       for future in concurrent.futures.as_completed(futures):
@@ -287,10 +295,11 @@ def _prepare_piece(cfg: DataConfig, out: str, piece: pieces_lib.Piece, dtype: st
          else tok.encode('\n').astype(np.int64))
   writer = _ShardWriter(root, piece, np.dtype(dtype), shard_tokens)
   try:
-    fast = (byte_pieces.tokens(cfg, piece) if tok.kind is TokenizerKind.BYTE
-            and sep.tolist() == [byte_pieces.NEWLINE] else None)
-    if fast is not None:
-      writer.add_flat(*fast)
+    blocks = (byte_pieces.tokens(cfg, piece) if byte_pieces.applies(cfg, tok.kind)
+              and sep.tolist() == [byte_pieces.NEWLINE] else None)
+    if blocks is not None:
+      for flat, lengths in blocks:
+        writer.add_flat(flat, lengths)
     else:
       batch, size = [], 0
       for doc in pieces_lib.piece_documents(cfg, piece):
@@ -334,7 +343,7 @@ class _ShardWriter:
   def _open(self) -> None:
     bin_file, _ = self._names()
     self._file = epath.Path(f'{bin_file}{self._tmp}').open('wb')
-    self._ends: list[int] = []
+    self._ends: list[np.ndarray] = []  # each document's end, in blocks
     self._tokens = 0
 
   def add(self, encoded: list[np.ndarray], sep: np.ndarray) -> None:
@@ -361,20 +370,21 @@ class _ShardWriter:
         self._open()
         continue
       n = int(ends[k - 1])
-      self._file.write(flat[at:at + n].astype(self.dtype, copy=False).tobytes())
-      self._ends.extend((self._tokens + ends[:k]).tolist())
+      self._file.write(memoryview(flat[at:at + n].astype(self.dtype, copy=False)))
+      self._ends.append(self._tokens + ends[:k])
       self._tokens += n
       i, at = i + k, at + n
 
   def _close_shard(self) -> None:
     self._file.close()
     bin_file, idx_file = self._names()
-    rundir.write_bytes(idx_file, np.asarray(self._ends, '<i8').tobytes())
+    ends = np.concatenate(self._ends) if self._ends else np.zeros(0, np.int64)
+    rundir.write_bytes(idx_file, ends.astype('<i8').tobytes())
     # replace: a run killed after this, before the piece's record, left the same file
     epath.Path(f'{bin_file}{self._tmp}').replace(bin_file)
     self.shards.append({'file': f'{self.piece.split}/{bin_file.name}',
                         'index': f'{self.piece.split}/{idx_file.name}',
-                        'tokens': self._tokens, 'documents': len(self._ends)})
+                        'tokens': self._tokens, 'documents': len(ends)})
 
   def close(self) -> list[dict]:
     self._close_shard()

@@ -82,7 +82,8 @@ def test_byte_pieces_are_the_line_by_line_tokens(tmp_path, monkeypatch):
   (clean / 'a.jsonl').write_text('\n'.join(json.dumps(r, ensure_ascii=i % 2 == 0)
                                            for i, r in enumerate(rows)) + '\n' +
                                  '\n'.join(json.dumps({'text': t}) for t in odd))  # no last \n
-  (clean / 'b.jsonl').write_text(json.dumps({'text': 'emoji escaped: 😀'}) + '\n')  # \ud83d
+  # a lone surrogate escape, which json.loads keeps and pyarrow refuses: the slow path
+  (clean / 'b.jsonl').write_text(json.dumps({'text': 'lone \ud800 surrogate'}) + '\n')
   (clean / 'c.jsonl').write_text('{"text": "one"}\n\n{"text": "after an empty line"}\n')
   (clean / 'd.jsonl').write_text('{"text": "a"}\n{"text": 7}\n')  # not a string: one line
   (clean / 'e.jsonl').write_bytes(b'windows\r\nline ends\r\n')  # lines: stripped
