@@ -12,7 +12,9 @@ line, its newlines made spaces). For each size and tokenizer it runs, each in a 
 process: `python -m jaxlm.prepare` (wall time, MB/s, MB/s per core, peak
 memory of the main process and of the largest worker), the tokenizer's own
 single-process batched encode speed on 16 MB (the goal: prepare reaches 80%
-of it times the cores), and two 20-step training runs of a small model on
+of it times the cores; the tokenizing phase's own rate, which leaves out
+starting Python, hashing the source and building the tokenizer, is also
+reported, with the tokenizer's build time), and two 20-step training runs of a small model on
 the prepared folder (time from launch to the first train step, peak memory).
 With --today=REV (a git revision from before prepared datasets, e.g.
 b1ca81d), the same 50 MB corpus is also trained from raw text by that
@@ -151,6 +153,21 @@ print({size} / (time.time() - start) / 1e6)
   return float(out.stdout.strip().splitlines()[-1])
 
 
+def phases(lines: list[str]) -> dict:
+  """From prepare's output: the tokenizer's build time and the tokenizing phase's MB/s.
+
+  The phase's rate is its last progress line's: bytes over the time since the
+  pieces were handed out (after the source is hashed and the tokenizer built;
+  starting worker processes, where it uses them, is in it).
+  """
+  built = [x for x in lines if 'prepare: built the' in x]
+  progress = [x for x in lines if ' pieces, ' in x and ' MB/s' in x]
+  return {'tokenizer_build_s': float(built[-1].rsplit(' in ', 1)[1].rstrip('s\n'))
+          if built else 0.0,
+          'tokenize_mb_s': float(progress[-1].split(' MB/s')[0].rsplit(', ', 1)[1])
+          if progress else None}
+
+
 def data_flags(corpus: pathlib.Path, tokenizer: str, file_format: str) -> list[str]:
   flags = ['--config.data.source=files', f'--config.data.file_format={file_format}',
            f'--config.data.train_files={corpus}/*.{_EXT[file_format]}',
@@ -201,7 +218,7 @@ def _main(_) -> None:
         subprocess.run(['rm', '-rf', f'{work}/run_{size_mb}_{tok}_{i}'], check=True)
       row = dict(size_mb=round(mb), tokenizer=tok, file_format=a.fmt, prepare_s=prep['wall_s'],
                  prepare_mb_s=mb / prep['wall_s'], per_core=mb / prep['wall_s'] / cores,
-                 encode_mb_s=speed, goal=0.8 * speed * cores,
+                 **phases(prep['lines']), encode_mb_s=speed, goal=0.8 * speed * cores,
                  prepare_rss_mb=prep['rss_mb'], worker_rss_mb=prep['worker_rss_mb'],
                  first_step_s=[r['first_s'] for r in runs], train_rss_mb=runs[1]['rss_mb'])
       rows.append(row)
