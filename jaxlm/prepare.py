@@ -19,8 +19,8 @@ from jaxlm import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _OUT = flags.DEFINE_string('out', None, 'Dataset folder to write (new, or one to complete).')
-_WORKERS = flags.DEFINE_integer('workers', 0,
-                                'Processes to tokenize with; 0: one per core (1 below 32 MB).')
+_WORKERS = flags.DEFINE_integer('workers', 0, 'Processes to tokenize with (threads for byte'
+                                ' lines/jsonl); 0: one per core (1 process below 32 MB).')
 _NUM_SHARDS = flags.DEFINE_integer('num_shards', 1, 'Machines preparing this --out together.')
 _SHARD_INDEX = flags.DEFINE_integer('shard_index', 0, 'This machine, 0-based.')
 _SHARD_TOKENS = flags.DEFINE_integer('shard_tokens', 1 << 27, 'Most tokens in a shard file.')
