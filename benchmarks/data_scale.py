@@ -2,7 +2,7 @@
 
   python benchmarks/data_scale.py [--sizes_mb=50,500,2000] \
       [--tokenizers=byte,sentencepiece] [--file_format=jsonl] \
-      [--work=/tmp/jaxlm_data_scale] [--today=REV] [--repeats=N]
+      [--work=/tmp/jaxlm_data_scale] [--today=REV] [--repeats=N] [--train_only]
 
 Builds corpora of about the given sizes by concatenating real text (the
 bundled tiny Shakespeare, cut into speeches, and, where ../shared is beside
@@ -14,8 +14,10 @@ memory of the main process and of the largest worker), the tokenizer's own
 single-process batched encode speed on 16 MB (the goal: prepare reaches 80%
 of it times the cores; the tokenizing phase's own rate, which leaves out
 starting Python, hashing the source and building the tokenizer, is also
-reported, with the tokenizer's build time), and two 20-step training runs of a small model on
-the prepared folder (time from launch to the first train step, peak memory).
+reported, with the tokenizer's build time), and 1 + --repeats 20-step
+training runs of a small model on the prepared folder (time from launch to
+the first train step, peak memory: the first run's, and the median of the
+others, which find the first's XLA compilation cache).
 With --today=REV (a git revision from before prepared datasets, e.g.
 b1ca81d), the same 50 MB corpus is also trained from raw text by that
 revision, which tokenized in memory at every start: the figures side by side.
@@ -198,8 +200,10 @@ _FORMAT = flags.DEFINE_enum('file_format', 'jsonl', ['jsonl', 'lines'],
                              'The corpus files: JSONL, or plain lines.')
 _WORK = flags.DEFINE_string('work', '/tmp/jaxlm_data_scale', 'Scratch folder.')
 _TODAY = flags.DEFINE_string('today', '', 'A git revision to compare on the first size.')
-_REPEATS = flags.DEFINE_integer('repeats', 1, 'Prepares (and encode speeds) per row: the'
-                                ' median is reported.')
+_TRAIN_ONLY = flags.DEFINE_bool('train_only', False, 'Reuse the datasets an earlier run'
+                                 ' prepared (under --work): only the training runs.')
+_REPEATS = flags.DEFINE_integer('repeats', 1, 'Prepares (and encode speeds) per row, and'
+                                ' training runs after the first: medians are reported.')
 
 
 def main() -> None:
@@ -211,7 +215,7 @@ def main() -> None:
 def _main(_) -> None:
   a = type('Args', (), {'sizes_mb': _SIZES.value, 'tokenizers': _TOKENIZERS.value,
                         'work': _WORK.value, 'today': _TODAY.value, 'fmt': _FORMAT.value,
-                        'repeats': max(1, _REPEATS.value)})
+                        'repeats': max(1, _REPEATS.value), 'train_only': _TRAIN_ONLY.value})
   work = pathlib.Path(a.work)
   env = dict(os.environ, PYTHONPATH=str(REPO), JAXLM_DATASET_CACHE=str(work / 'cache'))
   cores = os.cpu_count()
@@ -224,26 +228,31 @@ def _main(_) -> None:
     for tok in a.tokenizers.split(','):
       out = work / f'dataset_{size_mb}mb{_SUFFIX[a.fmt]}_{tok}'
       preps, speeds = [], []
-      for _ in range(a.repeats):  # prepare and the tokenizer's own speed, in turn
+      reuse = a.train_only and (out / 'manifest.json').exists()
+      for _ in range(0 if reuse else a.repeats):  # prepare and the tokenizer's own speed
         if out.exists():
           subprocess.run(['rm', '-rf', str(out)], check=True)
         settle(corpus)
         preps.append(measured(['-m', 'jaxlm.prepare', '--config=experiments/gpt_small.py',
                                *data_flags(corpus, tok, a.fmt), f'--out={out}'], env))
         speeds.append(encode_speed(corpus, out, a.fmt))
-      prep = sorted(preps, key=lambda p: p['wall_s'])[len(preps) // 2]  # the median run
-      speed = sorted(speeds)[len(speeds) // 2]
       runs = [measured(['-m', 'jaxlm.main', '--config=experiments/gpt_small.py', *TINY,
                         *data_flags(corpus, tok, a.fmt), f'--config.data.dataset_dir={out}',
                         f'--workdir={work}/run_{size_mb}_{tok}_{i}'], env,
-                       first_line='train step      1/') for i in range(2)]
-      for i in range(2):
+                       first_line='train step      1/') for i in range(1 + a.repeats)]
+      for i in range(1 + a.repeats):
         subprocess.run(['rm', '-rf', f'{work}/run_{size_mb}_{tok}_{i}'], check=True)
-      row = dict(size_mb=round(mb), tokenizer=tok, file_format=a.fmt, prepare_s=prep['wall_s'],
-                 prepare_mb_s=mb / prep['wall_s'], per_core=mb / prep['wall_s'] / cores,
-                 **phases(prep['lines']), encode_mb_s=speed, goal=0.8 * speed * cores,
-                 prepare_rss_mb=prep['rss_mb'], worker_rss_mb=prep['worker_rss_mb'],
-                 first_step_s=[r['first_s'] for r in runs], train_rss_mb=runs[1]['rss_mb'])
+      row = dict(size_mb=round(mb), tokenizer=tok, file_format=a.fmt)
+      if preps:
+        prep = sorted(preps, key=lambda p: p['wall_s'])[len(preps) // 2]  # the median run
+        speed = sorted(speeds)[len(speeds) // 2]
+        row.update(prepare_s=prep['wall_s'], prepare_mb_s=mb / prep['wall_s'],
+                   per_core=mb / prep['wall_s'] / cores, **phases(prep['lines']),
+                   encode_mb_s=speed, goal=0.8 * speed * cores, prepare_rss_mb=prep['rss_mb'],
+                   worker_rss_mb=prep['worker_rss_mb'])
+      again = sorted(runs[1:], key=lambda r: r['first_s'])[(len(runs) - 1) // 2]  # median
+      row.update(first_step_s=[runs[0]['first_s'], again['first_s']],
+                 train_rss_mb=again['rss_mb'])
       rows.append(row)
       print(json.dumps(row), flush=True)
   if a.today:
