@@ -62,8 +62,20 @@ def test_main_end_to_end(tmp_path, shakespeare_dir, tfds_dir):
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_loss_curve(tmp_path, shakespeare_dir, tfds_dir):
-  cfg = _config(shakespeare_dir, tfds_dir, model__dropout=0.1)
+@pytest.mark.parametrize('pack', [False, True], ids=['windows', 'packed documents'])
+def test_resume_continues_the_same_loss_curve(tmp_path, shakespeare_dir, tfds_dir, pack,
+                                             monkeypatch):
+  # Mid-epoch (8 steps are a sliver of one): batches are pure in (seed, step), windows
+  # or packed rows alike, so the resumed steps are the uninterrupted ones bit for bit.
+  from jaxlm.data import packing
+  packed_steps, real = [], packing.packed_train_batch
+
+  def packed_train_batch(tokens, offsets, step, **kw):
+    packed_steps.append(step)
+    return real(tokens, offsets, step, **kw)
+
+  monkeypatch.setattr(packing, 'packed_train_batch', packed_train_batch)
+  cfg = _config(shakespeare_dir, tfds_dir, model__dropout=0.1, data__pack=pack)
   whole = tmp_path / 'whole'
   train.run(cfg, str(whole))
   # A run that stopped after its step-4 checkpoint: the same folder without
@@ -80,6 +92,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path, shakespeare_dir, tfds_di
   for step in resumed:
     assert resumed[step]['loss'] == original[step]['loss'], step
     assert resumed[step]['grad_norm'] == original[step]['grad_norm'], step
+  assert bool(packed_steps) == pack  # the rows were packed documents, or windows
 
 
 def test_resume_refuses_another_model_and_keeps_the_checkpoint(tmp_path, shakespeare_dir,
