@@ -226,7 +226,8 @@ def _run(cfg, root, todo, dtype, shard_tokens, workers, log, threads: bool = Fal
   """Prepares the pieces in `todo`: in this process, on its threads, or on a pool of processes.
 
   threads: the pieces' work releases the GIL (byte_pieces: pyarrow, numpy and
-  file I/O), so threads keep every core busy without starting processes.
+  file I/O), so threads keep every core busy without starting processes (a
+  piece that gives way to the line-by-line path then runs on one core's worth).
   """
   if not todo:
     return
@@ -343,6 +344,8 @@ class _ShardWriter:
   def _open(self) -> None:
     bin_file, _ = self._names()
     self._file = epath.Path(f'{bin_file}{self._tmp}').open('wb')
+    # A local file takes the array's memory as it is; an object store's writer may want bytes.
+    self._view = memoryview if rundir.is_local(bin_file) else np.ndarray.tobytes
     self._ends: list[np.ndarray] = []  # each document's end, in blocks
     self._tokens = 0
 
@@ -370,7 +373,7 @@ class _ShardWriter:
         self._open()
         continue
       n = int(ends[k - 1])
-      self._file.write(memoryview(flat[at:at + n].astype(self.dtype, copy=False)))
+      self._file.write(self._view(flat[at:at + n].astype(self.dtype, copy=False)))
       self._ends.append(self._tokens + ends[:k])
       self._tokens += n
       i, at = i + k, at + n
