@@ -1,5 +1,6 @@
 """Prepared datasets: the same stream as in memory, resumable, shardable, fingerprinted."""
 
+import importlib.util
 import json
 import os
 import re
@@ -86,16 +87,20 @@ def test_byte_pieces_are_the_line_by_line_tokens(tmp_path, monkeypatch):
   (clean / 'b.jsonl').write_text(json.dumps({'text': 'lone \ud800 surrogate'}) + '\n')
   (clean / 'c.jsonl').write_text('{"text": "one"}\n\n{"text": "after an empty line"}\n')
   (clean / 'd.jsonl').write_text('{"text": "a"}\n{"text": 7}\n')  # not a string: one line
-  (clean / 'e.jsonl').write_bytes(b'windows\r\nline ends\r\n')  # lines: stripped
+  # lines: "\r"s that end a line are stripped, empty lines dropped, on the fast path too
+  (clean / 'e.jsonl').write_bytes(b'windows\r\nline ends\r\n\r\nmid\rdle\ntwo\r\r\n\n\nlast\r')
+  # ... up to MAX_RETURNS of them a line; more: the slow path
+  (clean / 'f.jsonl').write_bytes(b'many' + b'\r' * (byte_pieces.MAX_RETURNS + 1) + b'\nnext\n')
   monkeypatch.setattr(pieces_lib, 'PIECE_BYTES', 5_000)
-  for fmt, glob in (('jsonl', 'ab'), ('lines', 'abce')):
+  for fmt, glob, slow in (('jsonl', 'ab', {'b.jsonl'}), ('lines', 'abcef', {'f.jsonl'})):
     cfg = files_config(str(clean / f'[{glob}].jsonl'), file_format=FileFormat(fmt),
                        tokenizer=TokenizerKind.BYTE)
     parts = pieces_lib.source_parts(cfg)
     pieces = [p for split in (cfg.train_split, cfg.eval_split)
               for p in pieces_lib.split_pieces(cfg, split, parts)]
     fast = [byte_pieces.tokens(cfg, p) is not None for p in pieces]
-    assert sum(fast) >= 5 and not all(fast), fast  # taken, and given way (b, c)
+    assert sum(fast) >= 5, fast
+    assert {os.path.basename(p.path) for p, f in zip(pieces, fast) if not f} == slow, fmt
     out = {}
     for name, patch in (('fast', False), ('slow', True)):
       if patch:
@@ -110,6 +115,22 @@ def test_byte_pieces_are_the_line_by_line_tokens(tmp_path, monkeypatch):
                      tokenizer=TokenizerKind.BYTE)
   with pytest.raises(ConfigError, match=r'd\.jsonl: the line at byte 14 has no text field'):
     prepare_lib.prepare(cfg, str(tmp_path / 'bad'), workers=1, log=lambda m: None)
+
+
+def test_byte_pieces_take_threads_only_where_they_can_run(monkeypatch):
+  # Threads suit pieces whose work releases the GIL; JSONL's needs pyarrow, else the
+  # line-by-line path, which takes processes to use every core.
+  from jaxlm.data import byte_pieces
+  lines, jsonl = (files_config('x', file_format=FileFormat(f), tokenizer=TokenizerKind.BYTE)
+                  for f in ('lines', 'jsonl'))
+  assert byte_pieces.applies(lines, TokenizerKind.BYTE)
+  assert byte_pieces.applies(jsonl, TokenizerKind.BYTE)
+  assert not byte_pieces.applies(lines, TokenizerKind.CHAR)
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'pyarrow' else real(name, *a))
+  assert byte_pieces.applies(lines, TokenizerKind.BYTE)
+  assert not byte_pieces.applies(jsonl, TokenizerKind.BYTE)
 
 
 def test_tfds_source_prepares_the_bundled_corpus(tmp_path):
